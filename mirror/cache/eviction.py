@@ -1,0 +1,109 @@
+"""Keep ``web/packages`` under ``[cache] max-size`` by evicting least-recently-used files.
+
+Reads set a file's atime (``Storage.touch_access``); eviction walks the tree once and keeps
+only as many candidates in memory as it needs to remove, so memory does not grow with the
+size of the cache. A file with a reader is skipped, and a wheel's ``.metadata`` goes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from collections.abc import Callable
+
+from mirror.log import get_logger
+from mirror.metrics import Metrics
+from mirror.storage import FileInfo, FileSystemStorage
+
+log = get_logger("mirror.eviction")
+
+
+class _OldestSet:
+    """The oldest files seen so far, just enough of them to free ``excess`` bytes."""
+
+    def __init__(self, excess: int) -> None:
+        self.excess = excess
+        self._heap: list[tuple[float, str, int]] = []  # (-atime, rel, size): newest on top
+        self._bytes = 0
+
+    def offer(self, info: FileInfo) -> None:
+        heapq.heappush(self._heap, (-info.atime, info.rel, info.size))
+        self._bytes += info.size
+        while self._heap and self._bytes - self._heap[0][2] >= self.excess:
+            _, _, size = heapq.heappop(self._heap)
+            self._bytes -= size
+
+    def oldest_first(self) -> list[tuple[str, int]]:
+        return [(rel, size) for _, rel, size in sorted(self._heap, reverse=True)]
+
+
+class Evictor:
+    def __init__(
+        self,
+        storage: FileSystemStorage,
+        max_size: int,
+        metrics: Metrics,
+        in_use: Callable[[str], bool],
+        interval: float = 60.0,
+    ) -> None:
+        self.storage = storage
+        self.max_size = max_size
+        self.metrics = metrics
+        self.in_use = in_use
+        self.interval = interval
+        self.total: int | None = None
+        self._wake = asyncio.Event()
+
+    def note_commit(self, size: int) -> None:
+        if self.total is not None:
+            self.total += size
+            self.metrics.cache_bytes.set(self.total)
+            if self.max_size and self.total > self.max_size:
+                self._wake.set()
+
+    async def measure(self) -> int:
+        total = 0
+        async for info in self.storage.iter_files("web/packages"):
+            total += info.size
+        self.total = total
+        self.metrics.cache_bytes.set(total)
+        return total
+
+    async def run(self) -> None:
+        await self.measure()
+        while True:
+            if self.max_size and self.total is not None and self.total > self.max_size:
+                await self.evict()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    async def evict(self) -> int:
+        """Remove LRU files until the cache is under max-size. Returns the bytes freed."""
+        total = await self.measure()
+        excess = total - self.max_size
+        if excess <= 0:
+            return 0
+        oldest = _OldestSet(excess)
+        async for info in self.storage.iter_files("web/packages"):
+            if not info.rel.endswith(".metadata"):
+                oldest.offer(info)
+        freed = 0
+        for rel, size in oldest.oldest_first():
+            if freed >= excess:
+                break
+            if self.in_use(rel):
+                log.info("eviction_skipped_in_use", file=rel)
+                continue
+            if not await self.storage.delete(rel):
+                continue
+            freed += size
+            self.metrics.evicted_files.inc()
+            sidecar = await self.storage.stat(rel + ".metadata")
+            if sidecar and await self.storage.delete(rel + ".metadata"):
+                freed += sidecar.size
+            log.info("file_evicted", file=rel, size=size)
+        self.total = total - freed
+        self.metrics.cache_bytes.set(self.total)
+        return freed

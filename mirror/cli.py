@@ -1,0 +1,82 @@
+"""``pypi-mirror COMMAND [-c CONFIG]`` (``-c`` may also come before the command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from mirror.config import Config, load_config
+from mirror.errors import ConfigError, StorageError
+from mirror.log import configure_logging, get_logger
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="configuration file (TOML); without it the embedded defaults apply",
+    )
+    parser = argparse.ArgumentParser(
+        prog="pypi-mirror",
+        description="A PyPI mirror and verifying pull-through cache.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "serve", parents=[common], help="run the daemon (Simple API, files, JSON API)"
+    )
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"pypi-mirror: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log.level, config.log.format)
+    if args.command == "serve":
+        return serve(config)
+    raise AssertionError(args.command)
+
+
+def serve(config: Config) -> int:
+    from mirror.server.app import create_app
+
+    log = get_logger("mirror.cli")
+    try:
+        app = create_app(config)
+    except StorageError as exc:
+        print(f"pypi-mirror: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.info(
+        "server_starting",
+        listen=config.serve.listen,
+        upstream=None if config.serve.offline else config.upstream.url,
+        storage=str(config.storage.path),
+        config=config.source,
+    )
+    web.run_app(
+        app,
+        host=config.serve.host,
+        port=config.serve.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+    )
+    log.info("server_stopped")
+    return 0

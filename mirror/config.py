@@ -1,0 +1,323 @@
+"""Configuration: TOML parsed once into frozen dataclasses.
+
+Every key of every section can be overridden by an environment variable
+``PYPI_MIRROR_<SECTION>_<KEY>`` (upper case, dashes as underscores). With no file the
+embedded defaults below apply: a pull-through cache of PyPI in ``./mirror-data`` on
+``127.0.0.1:8080``. Errors name the key and where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mirror.errors import ConfigError
+
+ENV_PREFIX = "PYPI_MIRROR_"
+
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "KB": 1000,
+    "M": 1000**2,
+    "MB": 1000**2,
+    "G": 1000**3,
+    "GB": 1000**3,
+    "T": 1000**4,
+    "TB": 1000**4,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+    "TIB": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string like ``"200GB"``, ``"1.5 GiB"``, ``"512"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes or a string like '200GB', got a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            unit = match.group(2).upper()
+            if unit in _SIZE_UNITS:
+                return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    raise ValueError(f"expected a size in bytes or a string like '200GB', got {value!r}")
+
+
+def _kind(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, **extra}
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: Path = field(default=Path("mirror-data"), metadata=_kind("path"))
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = field(default="https://pypi.org/", metadata=_kind("url"))
+    file_hosts: tuple[str, ...] = field(
+        default=("files.pythonhosted.org",), metadata=_kind("strlist")
+    )
+    timeout: float = field(default=30.0, metadata=_kind("float", minimum=0.1))
+    retries: int = field(default=3, metadata=_kind("int", minimum=0, maximum=20))
+    max_page_size: int = field(default=128 * 1024**2, metadata=_kind("size"))
+    connections: int = field(default=64, metadata=_kind("int", minimum=1, maximum=10000))
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc.lower()
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        return frozenset({self.host, *(h.lower() for h in self.file_hosts)})
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    listen: str = field(default="127.0.0.1:8080", metadata=_kind("listen"))
+    index_ttl: int = field(default=600, metadata=_kind("int", minimum=0))
+    negative_ttl: int = field(default=60, metadata=_kind("int", minimum=0))
+    offline: bool = field(default=False, metadata=_kind("bool"))
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    max_size: int = field(default=0, metadata=_kind("size"))
+    evict_interval: int = field(default=60, metadata=_kind("int", minimum=1))
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = field(
+        default="info", metadata=_kind("choice", choices=("debug", "info", "warning", "error"))
+    )
+    format: str = field(
+        default="auto", metadata=_kind("choice", choices=("auto", "json", "console"))
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    storage: StorageConfig = StorageConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    serve: ServeConfig = ServeConfig()
+    cache: CacheConfig = CacheConfig()
+    log: LogConfig = LogConfig()
+    source: str = "embedded defaults"
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "storage": StorageConfig,
+    "upstream": UpstreamConfig,
+    "serve": ServeConfig,
+    "cache": CacheConfig,
+    "log": LogConfig,
+}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected 'host:port', got {listen!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return host.strip("[]"), port
+
+
+def _toml_key(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+def _convert(kind: str, value: object, meta: Mapping[str, Any], from_env: bool) -> object:
+    if from_env and isinstance(value, str):
+        value = _env_value(kind, value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        _check_range(value, meta)
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        _check_range(value, meta)
+        return float(value)
+    if kind == "size":
+        return parse_size(value)
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a path, got {value!r}")
+        return Path(value).expanduser()
+    if kind == "strlist":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        return tuple(value)
+    if kind == "url":
+        return _check_url(value)
+    if kind == "listen":
+        if not isinstance(value, str):
+            raise ValueError(f"expected 'host:port', got {value!r}")
+        split_listen(value)
+        return value
+    if kind == "choice":
+        choices: tuple[str, ...] = meta["choices"]
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    raise AssertionError(f"unknown config kind {kind}")
+
+
+def _check_range(value: float, meta: Mapping[str, Any]) -> None:
+    minimum = meta.get("minimum")
+    maximum = meta.get("maximum")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be at most {maximum}, got {value}")
+
+
+def _check_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL, got {value!r}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"the URL must not have a query or fragment, got {value!r}")
+    return value if value.endswith("/") else value + "/"
+
+
+def _env_value(kind: str, text: str) -> object:
+    """Turn an environment variable's text into the type its key expects."""
+    stripped = text.strip()
+    if kind == "bool":
+        lowered = stripped.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        return text
+    if kind == "int":
+        return int(stripped) if re.fullmatch(r"-?\d+", stripped) else text
+    if kind == "float":
+        try:
+            return float(stripped)
+        except ValueError:
+            return text
+    if kind == "size" and stripped.isdigit():
+        return int(stripped)
+    if kind == "strlist":
+        if stripped.startswith("["):
+            try:
+                parsed: object = tomllib.loads(f"v = {stripped}")["v"]
+            except tomllib.TOMLDecodeError:
+                return text
+            return parsed
+        return [item.strip() for item in stripped.split(",") if item.strip()]
+    return text
+
+
+def _build_section(
+    cls: type[Any],
+    section: str,
+    values: Mapping[str, object],
+    source: str,
+    env: Mapping[str, str],
+) -> Any:
+    fields = {_toml_key(f.name): f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(
+                f"unknown key (known keys in [{section}]: {known})",
+                source=source,
+                key=f"{section}.{key}",
+            )
+    kwargs: dict[str, object] = {}
+    for key, fld in fields.items():
+        env_name = f"{ENV_PREFIX}{section.upper()}_{key.upper().replace('-', '_')}"
+        if env_name in env:
+            raw: object = env[env_name]
+            where, from_env = f"environment variable {env_name}", True
+        elif key in values:
+            raw, where, from_env = values[key], source, False
+        else:
+            continue
+        try:
+            kwargs[fld.name] = _convert(fld.metadata["kind"], raw, fld.metadata, from_env)
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=where, key=f"{section}.{key}") from exc
+    return cls(**kwargs)
+
+
+def config_from_mapping(
+    data: Mapping[str, object], *, source: str, env: Mapping[str, str] | None = None
+) -> Config:
+    env = dict(os.environ) if env is None else env
+    for section, body in data.items():
+        if section not in _SECTIONS:
+            known = ", ".join(sorted(_SECTIONS))
+            raise ConfigError(
+                f"unknown section (known sections: {known})", source=source, key=section
+            )
+        if not isinstance(body, dict):
+            raise ConfigError("expected a [section] table", source=source, key=section)
+    sections = {
+        name: _build_section(cls, name, _as_mapping(data.get(name, {})), source, env)
+        for name, cls in _SECTIONS.items()
+    }
+    return Config(source=source, **sections)
+
+
+def _as_mapping(value: object) -> Mapping[str, object]:
+    assert isinstance(value, dict)
+    return value
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or the embedded defaults when None), then apply the environment."""
+    if path is None:
+        return config_from_mapping({}, source="embedded defaults", env=env)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("configuration file not found", source=source) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file: {exc}", source=source) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", source=source) from exc
+    return config_from_mapping(data, source=source, env=env)

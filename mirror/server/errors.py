@@ -1,0 +1,15 @@
+"""Upstream and integrity failures as one-line HTTP answers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mirror.errors import IntegrityError, MirrorError, UpstreamTimeout
+
+
+def upstream_failure(exc: MirrorError, what: str) -> web.HTTPException:
+    if isinstance(exc, UpstreamTimeout):
+        return web.HTTPGatewayTimeout(text=f"upstream timed out fetching {what}: {exc}\n")
+    if isinstance(exc, IntegrityError):
+        return web.HTTPBadGateway(text=f"{what} failed verification: {exc}\n")
+    return web.HTTPBadGateway(text=f"upstream unavailable for {what} and nothing cached: {exc}\n")

@@ -1,0 +1,38 @@
+"""Operator endpoints: ``/``, ``/health``, ``/metrics``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mirror.server.keys import METRICS, services
+
+INDEX_HTML = """<!DOCTYPE html>
+<html><head><title>pypi-mirror</title></head><body>
+<h1>pypi-mirror</h1>
+<p>Simple index: <a href="/simple/">/simple/</a></p>
+<p>Use it with <code>pip install --index-url {base}/simple/ PACKAGE</code>
+or <code>uv pip install --index-url {base}/simple/ PACKAGE</code>.</p>
+</body></html>
+"""
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    base = f"{request.scheme}://{request.host}"
+    return web.Response(text=INDEX_HTML.format(base=base), content_type="text/html")
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    body = {
+        "status": "ok",
+        "mode": "offline" if svc.pages.offline else "pull-through",
+        "upstream": svc.config.upstream.url,
+        "cache_bytes": svc.evictor.total if svc.evictor else None,
+    }
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    data = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,156 @@
+"""``/packages/aa/bb/<digest>/<filename>`` and ``<filename>.metadata``.
+
+A hit is a ``web.FileResponse`` (sendfile, Range, HEAD, ETag, 304). A miss joins the
+file's single download and streams from its temp file, holding back the tail until the
+download was verified; if verification fails the connection is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiofiles
+from aiohttp import web
+
+from mirror.cache.files import HOLDBACK, Download, Located
+from mirror.core.layout import PackagePath, parse_package_path
+from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
+from mirror.log import get_logger
+from mirror.server.errors import upstream_failure
+from mirror.server.keys import CACHE_RESULT, Services, services
+
+log = get_logger("mirror.packages")
+
+FILE_CACHE_CONTROL = "max-age=365000000, immutable, public"
+READ_CHUNK = 256 * 1024
+CONDITIONAL_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match")
+
+
+def file_headers(filename: str) -> dict[str, str]:
+    content_type = (
+        "text/plain; charset=utf-8"
+        if filename.endswith(".metadata")
+        else "application/octet-stream"
+    )
+    return {"Content-Type": content_type, "Cache-Control": FILE_CACHE_CONTROL}
+
+
+def _parse(tail: str) -> tuple[PackagePath, bool]:
+    is_metadata = tail.endswith(".metadata")
+    path = parse_package_path(tail.removesuffix(".metadata") if is_metadata else tail)
+    if path is None:
+        raise web.HTTPNotFound(
+            text="not a package path: expected /packages/aa/bb/<60 hex>/<filename>\n"
+        )
+    return path, is_metadata
+
+
+async def package_file(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    path, is_metadata = _parse(request.match_info["tail"])
+    rel = path.web_metadata if is_metadata else path.web
+    if await svc.storage.stat(rel) is not None:
+        request[CACHE_RESULT] = "hit"
+        svc.metrics.cache_results.labels("file", "hit").inc()
+        return await _serve_stored(request, svc, rel)
+    if svc.pages.offline:
+        raise web.HTTPNotFound(text=f"{path.filename} is not held by this offline mirror\n")
+    request[CACHE_RESULT] = "miss"
+    svc.metrics.cache_results.labels("file", "miss").inc()
+    try:
+        located = await svc.files.locate(path)
+    except UpstreamError as exc:
+        raise upstream_failure(exc, path.filename) from exc
+    if located is None:
+        raise web.HTTPNotFound(text=f"{path.filename} is not listed by the upstream index\n")
+    if is_metadata:
+        return await _metadata_miss(request, svc, located, rel)
+    download = svc.files.download(located)
+    if request.method == "HEAD" or any(h in request.headers for h in CONDITIONAL_HEADERS):
+        try:
+            await download.wait()
+        except MirrorError as exc:
+            raise upstream_failure(exc, path.filename) from exc
+        return await _serve_stored(request, svc, rel)
+    return await _stream_download(request, svc, download)
+
+
+async def _metadata_miss(
+    request: web.Request, svc: Services, located: Located, rel: str
+) -> web.StreamResponse:
+    try:
+        found = await svc.files.ensure_metadata(located)
+    except UpstreamNotFound:
+        found = False
+    except (UpstreamError, IntegrityError) as exc:
+        raise upstream_failure(exc, located.item.file.filename + ".metadata") from exc
+    if not found:
+        raise web.HTTPNotFound(text=f"no metadata for {located.item.file.filename}\n")
+    return await _serve_stored(request, svc, rel)
+
+
+async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.StreamResponse:
+    path = svc.storage.path(rel)
+    response = web.FileResponse(path, headers=file_headers(path.name))
+    async with svc.files.reading(rel):
+        asyncio.get_running_loop().create_task(svc.storage.touch_access(rel))
+        # Prepare (send) inside the reader mark so eviction never removes it mid-send.
+        await response.prepare(request)
+        await response.write_eof()
+    return response
+
+
+async def _stream_download(
+    request: web.Request, svc: Services, download: Download
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers=file_headers(download.item.file.filename))
+    await download.temp_ready.wait()
+    if download.done and download.error is not None:
+        raise upstream_failure(_as_mirror_error(download.error), download.item.file.filename)
+    if download.expected_size is not None:
+        response.content_length = download.expected_size
+    await response.prepare(request)
+    source = download.temp_path
+    if download.ok or source is None:
+        source = str(svc.storage.path(download.item.path.web))
+    try:
+        handle = await aiofiles.open(source, "rb")
+    except FileNotFoundError:
+        # Committed (renamed) between the checks above: read the final file.
+        handle = await aiofiles.open(svc.storage.path(download.item.path.web), "rb")
+    sent = 0
+    try:
+        while True:
+            available = download.available
+            finished = download.done
+            if finished and download.error is not None:
+                _abort(request, download)
+                return response
+            limit = available if finished else max(0, available - HOLDBACK)
+            while sent < limit:
+                chunk = await handle.read(min(READ_CHUNK, limit - sent))
+                if not chunk:
+                    break
+                await response.write(chunk)
+                sent += len(chunk)
+            if finished:
+                break
+            await download.progressed(available)
+    finally:
+        await handle.close()
+    await response.write_eof()
+    return response
+
+
+def _abort(request: web.Request, download: Download) -> None:
+    log.warning(
+        "client_aborted_unverified",
+        file=download.item.path.rel,
+        error=str(download.error),
+    )
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def _as_mirror_error(exc: BaseException) -> MirrorError:
+    return exc if isinstance(exc, MirrorError) else UpstreamError(str(exc))

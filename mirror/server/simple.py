@@ -1,0 +1,125 @@
+"""``/simple/`` and ``/simple/<project>/`` (PEP 503 HTML and PEP 691 JSON)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+from mirror.cache.pages import CacheResult
+from mirror.core import layout
+from mirror.core.index import render_project_html, render_project_json
+from mirror.core.names import is_valid_project_name, normalize
+from mirror.core.negotiate import IndexFormat, MalformedAccept, choose_format
+from mirror.errors import UpstreamError, UpstreamNotFound
+from mirror.server.errors import upstream_failure
+from mirror.server.keys import CACHE_RESULT, services
+
+PAGE_CACHE_CONTROL = "max-age=600, public"
+FILE_FOR_FORMAT = {
+    IndexFormat.HTML_LEGACY: "index.html",
+    IndexFormat.HTML_V1: "index.v1_html",
+    IndexFormat.JSON_V1: "index.v1_json",
+}
+MAX_QUERY_LENGTH = 2048
+
+
+def negotiate(request: web.Request) -> IndexFormat:
+    if len(request.query_string) > MAX_QUERY_LENGTH:
+        raise web.HTTPBadRequest(text="query string too long\n")
+    try:
+        fmt = choose_format(request.headers.get("Accept"), request.query.get("format"))
+    except MalformedAccept as exc:
+        raise web.HTTPBadRequest(text=f"malformed Accept header: {exc}\n") from exc
+    if fmt is None:
+        supported = ", ".join(f.value for f in IndexFormat)
+        raise web.HTTPNotAcceptable(
+            text=f"none of the requested types is available; supported: {supported}\n"
+        )
+    return fmt
+
+
+def page_headers(fmt: IndexFormat, serial: int | None) -> dict[str, str]:
+    headers = {
+        "Content-Type": fmt.content_type,
+        "Cache-Control": PAGE_CACHE_CONTROL,
+        "Vary": "Accept, Accept-Encoding",
+    }
+    if serial is not None:
+        headers["X-PyPI-Last-Serial"] = str(serial)
+    return headers
+
+
+def _redirect(location: str, query: str) -> web.HTTPMovedPermanently:
+    return web.HTTPMovedPermanently(location + (f"?{query}" if query else ""))
+
+
+async def root_page(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    fmt = negotiate(request)
+    try:
+        result = await svc.root.ensure()
+    except UpstreamError as exc:
+        raise upstream_failure(exc, "the project list") from exc
+    request[CACHE_RESULT] = result.value
+    svc.metrics.cache_results.labels("root", result.value).inc()
+    path = svc.storage.path(layout.simple_root(FILE_FOR_FORMAT[fmt]))
+    return web.FileResponse(path, headers=page_headers(fmt, None))
+
+
+async def root_redirect(request: web.Request) -> web.StreamResponse:
+    raise _redirect("/simple/", request.query_string)
+
+
+async def project_redirect(request: web.Request) -> web.StreamResponse:
+    project = request.match_info["project"]
+    if not is_valid_project_name(project):
+        raise web.HTTPNotFound(text=f"{project[:100]!r} is not a valid project name\n")
+    raise _redirect(f"/simple/{normalize(project)}/", request.query_string)
+
+
+async def project_page(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    raw = request.match_info["project"]
+    if not is_valid_project_name(raw):
+        raise web.HTTPNotFound(text=f"{raw[:100]!r} is not a valid project name\n")
+    project = normalize(raw)
+    if project != raw:
+        raise _redirect(f"/simple/{project}/", request.query_string)
+    fmt = negotiate(request)
+    try:
+        result = await svc.pages.ensure(project)
+    except UpstreamNotFound as exc:
+        request[CACHE_RESULT] = "negative"
+        raise web.HTTPNotFound(text=f"project {project!r} not found\n") from exc
+    except UpstreamError as exc:
+        raise upstream_failure(exc, f"project {project!r}") from exc
+    request[CACHE_RESULT] = result.value
+    svc.metrics.cache_results.labels("page", result.value).inc()
+    meta = await svc.pages.meta(project)
+    serial = meta.last_serial if meta else None
+    if svc.pages.offline:
+        return await _offline_page(request, project, fmt, serial)
+    path = svc.storage.path(layout.simple_page(project, FILE_FOR_FORMAT[fmt]))
+    return web.FileResponse(path, headers=page_headers(fmt, serial))
+
+
+async def _offline_page(
+    request: web.Request, project: str, fmt: IndexFormat, serial: int | None
+) -> web.StreamResponse:
+    """Offline: list only what is held here, rendered per request."""
+    page = await services(request).pages.local_page(project)
+    if page is None:
+        raise web.HTTPNotFound(text=f"project {project!r} not found\n")
+    body = render_project_json(page) if fmt is IndexFormat.JSON_V1 else render_project_html(page)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = page_headers(fmt, serial)
+    headers["ETag"] = etag
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(
+            status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"}
+        )
+    response = web.Response(body=body, headers=headers)
+    response.enable_compression()
+    request[CACHE_RESULT] = CacheResult.HIT.value
+    return response
