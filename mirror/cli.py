@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(config: Config) -> int:
     from mirror.server.app import create_app
+    from mirror.server.middleware import runner_options
 
     log = get_logger("mirror.cli")
     try:
@@ -75,8 +76,8 @@ def serve(config: Config) -> int:
         host=config.serve.host,
         port=config.serve.port,
         print=None,
-        access_log=None,
         shutdown_timeout=10,
+        **runner_options(),
     )
     log.info("server_stopped")
     return 0

@@ -109,6 +109,40 @@ class CacheConfig:
     evict_interval: int = field(default=60, metadata=_kind("int", minimum=1))
 
 
+PLATFORMS = ("windows", "macos", "freebsd", "linux")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    # Seconds between changelog polls inside `serve`; 0 = off.
+    interval: int = field(default=0, metadata=_kind("int", minimum=0))
+    # "cache": refresh/drop only projects already cached; "mirror": full (filtered) mirror.
+    mode: str = field(default="cache", metadata=_kind("choice", choices=("cache", "mirror")))
+    workers: int = field(default=8, metadata=_kind("int", minimum=1, maximum=256))
+    file_workers: int = field(default=4, metadata=_kind("int", minimum=1, maximum=64))
+    allow: tuple[str, ...] = field(default=(), metadata=_kind("strlist"))
+    block: tuple[str, ...] = field(default=(), metadata=_kind("strlist"))
+    exclude_platforms: tuple[str, ...] = field(
+        default=(), metadata=_kind("strlist", choices=PLATFORMS)
+    )
+    python_versions: tuple[str, ...] = field(default=(), metadata=_kind("strlist"))
+    prereleases: bool = field(default=True, metadata=_kind("bool"))
+    keep_latest: int = field(default=0, metadata=_kind("int", minimum=0))
+    max_file_size: int = field(default=0, metadata=_kind("size"))
+    # Retries of a page whose X-PyPI-Last-Serial lags the changelog, before deferring it.
+    stale_retries: int = field(default=3, metadata=_kind("int", minimum=0, maximum=20))
+
+
+@dataclass(frozen=True)
+class TufConfig:
+    mode: str = field(default="off", metadata=_kind("choice", choices=("off", "verify")))
+    # Pinned bootstrap root.json (required when mode = "verify").
+    root: Path | None = field(default=None, metadata=_kind("path"))
+    # Where the upstream publishes its TUF metadata; "" = <upstream url>/tuf/.
+    metadata_url: str = field(default="", metadata=_kind("optional_url"))
+    targets: str = field(default="files", metadata=_kind("choice", choices=("files", "index")))
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: str = field(
@@ -125,6 +159,8 @@ class Config:
     upstream: UpstreamConfig = UpstreamConfig()
     serve: ServeConfig = ServeConfig()
     cache: CacheConfig = CacheConfig()
+    sync: SyncConfig = SyncConfig()
+    tuf: TufConfig = TufConfig()
     log: LogConfig = LogConfig()
     source: str = "embedded defaults"
 
@@ -134,6 +170,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "upstream": UpstreamConfig,
     "serve": ServeConfig,
     "cache": CacheConfig,
+    "sync": SyncConfig,
+    "tuf": TufConfig,
     "log": LogConfig,
 }
 
@@ -178,9 +216,16 @@ def _convert(kind: str, value: object, meta: Mapping[str, Any], from_env: bool) 
     if kind == "strlist":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {value!r}")
+        allowed = meta.get("choices")
+        if allowed is not None:
+            for item in value:
+                if item not in allowed:
+                    raise ValueError(f"expected any of {', '.join(allowed)}, got {item!r}")
         return tuple(value)
     if kind == "url":
         return _check_url(value)
+    if kind == "optional_url":
+        return "" if value == "" else _check_url(value)
     if kind == "listen":
         if not isinstance(value, str):
             raise ValueError(f"expected 'host:port', got {value!r}")

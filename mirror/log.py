@@ -32,8 +32,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
-    # aiohttp's own access log is replaced by our canonical request line.
-    logging.getLogger("aiohttp.access").disabled = True
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

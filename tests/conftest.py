@@ -12,11 +12,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from mirror.config import Config, config_from_mapping
 from mirror.log import configure_logging
 from mirror.server.app import create_app
 from mirror.server.keys import SERVICES, Services
+from mirror.server.middleware import runner_options
 from tests.fakepypi import FakePyPI, running_upstream
 
 configure_logging("debug", "console")
@@ -71,7 +73,7 @@ class RunningMirror:
 
     async def start(self) -> None:
         self.app = create_app(self.config)
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, **runner_options())
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
@@ -81,25 +83,27 @@ class RunningMirror:
             await self.runner.cleanup()
             self.runner = None
 
-    async def get(self, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
         """GET through a fresh client: status, headers, body."""
         assert self.session is not None
-        async with self.session.get(self.url + path.lstrip("/"), allow_redirects=False, **kwargs) as resp:
+        headers = {"Accept-Encoding": "identity", **kwargs.pop("headers", {})}
+        url = self.url + path.lstrip("/")
+        async with self.session.get(url, allow_redirects=False, headers=headers, **kwargs) as resp:
             body = await resp.read()
-            return resp.status, dict(resp.headers), body
+            return resp.status, CIMultiDict(resp.headers), body
 
 
 MirrorFactory = Callable[..., Awaitable[RunningMirror]]
 
 
 @pytest.fixture
-async def make_mirror(
-    tmp_path: Path, upstream: FakePyPI
-) -> AsyncIterator[MirrorFactory]:
+async def make_mirror(tmp_path: Path, upstream: FakePyPI) -> AsyncIterator[MirrorFactory]:
     started: list[RunningMirror] = []
     session = aiohttp.ClientSession(auto_decompress=False)
 
-    async def factory(settings: dict[str, Any] | None = None, storage: Path | None = None) -> RunningMirror:
+    async def factory(
+        settings: dict[str, Any] | None = None, storage: Path | None = None
+    ) -> RunningMirror:
         base = {
             "storage": {"path": str(storage or tmp_path / "mirror-data")},
             "upstream": {"url": upstream.url, "file-hosts": [], "timeout": 5.0, "retries": 1},

@@ -54,6 +54,7 @@ class Evictor:
         self.interval = interval
         self.total: int | None = None
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def note_commit(self, size: int) -> None:
         if self.total is not None:
@@ -81,6 +82,10 @@ class Evictor:
 
     async def evict(self) -> int:
         """Remove LRU files until the cache is under max-size. Returns the bytes freed."""
+        async with self._lock:
+            return await self._evict()
+
+    async def _evict(self) -> int:
         total = await self.measure()
         excess = total - self.max_size
         if excess <= 0:

@@ -22,10 +22,11 @@ from mirror.core.layout import PackagePath
 from mirror.core.names import is_wheel, project_candidates_from_filename
 from mirror.core.rewrite import MirroredFile, find_file
 from mirror.core.verify import StreamVerifier
-from mirror.errors import IntegrityError, UpstreamError, UpstreamNotFound
+from mirror.errors import IntegrityError, MirrorError, TrustError, UpstreamError, UpstreamNotFound
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.storage import FileSystemStorage
+from mirror.trust.base import Trust, TrustedTarget
 from mirror.upstream.client import UpstreamClient
 
 log = get_logger("mirror.files")
@@ -66,6 +67,29 @@ class Download:
 
 
 @dataclass(frozen=True)
+class _Expected:
+    length: int | None
+    hashes: dict[str, str]
+
+
+def merge_expectations(
+    what: str, digests: dict[str, str], size: int | None, target: TrustedTarget
+) -> dict[str, str]:
+    """The page's digests joined with the signed target's; any disagreement is a TrustError."""
+    if size is not None and size != target.length:
+        raise TrustError(f"{what}: index says {size} bytes, signed target says {target.length}")
+    merged = dict(digests)
+    for algorithm, value in target.hashes.items():
+        value = value.lower()
+        if algorithm in merged and merged[algorithm] != value:
+            raise TrustError(
+                f"{what}: index {algorithm} {merged[algorithm]} differs from signed target {value}"
+            )
+        merged[algorithm] = value
+    return merged
+
+
+@dataclass(frozen=True)
 class Located:
     project: str
     item: MirroredFile
@@ -79,7 +103,9 @@ class FileCache:
         pages: PageCache,
         metrics: Metrics,
         on_commit: Callable[[int], None] | None = None,
+        trust: Trust | None = None,
     ) -> None:
+        self.trust = trust
         self.storage = storage
         self.upstream = upstream
         self.pages = pages
@@ -150,13 +176,14 @@ class FileCache:
         try:
             await writer.write(b"")
             await writer.flush()
+            expected = await self.expected(item)
+            if expected.length is not None:
+                download.expected_size = expected.length
             async with self.upstream.open_file(item.file.url) as stream:
                 if download.expected_size is None:
                     download.expected_size = stream.content_length
                 download.temp_ready.set()
-                verifier = StreamVerifier(
-                    item.path.rel, item.expected_digests(), download.expected_size
-                )
+                verifier = StreamVerifier(item.path.rel, expected.hashes, download.expected_size)
                 async for chunk in stream.chunks():
                     verifier.update(chunk)
                     await writer.write(chunk)
@@ -176,6 +203,12 @@ class FileCache:
             )
             if self.on_commit:
                 self.on_commit(writer.written)
+            if is_wheel(item.file.filename) and not item.file.core_metadata:
+                # Before readers are released, so the next page request advertises it.
+                try:
+                    await self.extract_metadata(located)
+                except MirrorError as exc:
+                    log.warning("wheel_metadata_failed", file=item.path.rel, error=str(exc))
         except IntegrityError as exc:
             download.error = exc
             self.metrics.integrity_failures.labels(type(exc).__name__).inc()
@@ -207,8 +240,16 @@ class FileCache:
             download.done = True
             download.temp_ready.set()
             await download._notify()
-        if is_wheel(item.file.filename) and not item.file.core_metadata:
-            await self.extract_metadata(located)
+
+    async def expected(self, item: MirroredFile) -> _Expected:
+        """What the bytes must be: the page's hashes and size, the path's digest, and in
+        the ``files`` trust scheme the signed target, which must agree with the page."""
+        digests = item.expected_digests()
+        if self.trust is None or self.trust.scheme != "files":
+            return _Expected(item.file.size, digests)
+        target = await self.trust.file_target(item.path.rel)
+        merged = merge_expectations(item.path.rel, digests, item.file.size, target)
+        return _Expected(target.length, merged)
 
     async def extract_metadata(self, located: Located) -> bool:
         """Write ``<wheel>.metadata`` from the cached wheel, then re-render the project page."""

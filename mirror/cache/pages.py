@@ -32,7 +32,8 @@ from mirror.core.rewrite import PAGE_TO_PACKAGES, mirrored_files, rewrite_page
 from mirror.errors import StorageError, UpstreamError, UpstreamNotFound, UpstreamProtocolError
 from mirror.log import get_logger
 from mirror.storage import FileSystemStorage
-from mirror.upstream.client import UpstreamClient
+from mirror.trust.base import Trust
+from mirror.upstream.client import PageResponse, UpstreamClient
 
 log = get_logger("mirror.pages")
 
@@ -98,7 +99,9 @@ class PageCache:
         ttl: float,
         negative_ttl: float,
         clock: Callable[[], float] = time.time,
+        trust: Trust | None = None,
     ) -> None:
+        self.trust = trust
         self.storage = storage
         self.upstream = upstream
         self.ttl = ttl
@@ -173,9 +176,7 @@ class PageCache:
         has_page = meta is not None and await self.has_page(project)
         etag = meta.etag if (meta and has_page) else None
         try:
-            response = await self.upstream.get_page(
-                f"simple/{project}/", accept=UPSTREAM_ACCEPT, etag=etag
-            )
+            response = await self._fetch(project, etag)
         except UpstreamNotFound:
             await self.forget(project)
             await self.storage.write_bytes(layout.state_negative(project), b"")
@@ -210,6 +211,14 @@ class PageCache:
         )
         await self.storage.delete(layout.state_negative(project))
         return CacheResult.REVALIDATED if has_page else CacheResult.MISS
+
+    async def _fetch(self, project: str, etag: str | None) -> PageResponse:
+        """The upstream page; in the ``index`` trust scheme, the page TUF verified."""
+        assert self.upstream is not None
+        if self.trust is not None and self.trust.scheme == "index":
+            trusted = await self.trust.index_page(project)
+            return PageResponse(200, trusted.body, trusted.content_type, None, None, trusted.url)
+        return await self.upstream.get_page(f"simple/{project}/", accept=UPSTREAM_ACCEPT, etag=etag)
 
     async def _write_meta(self, project: str, meta: PageMeta) -> None:
         await self.storage.write_bytes(layout.state_page(project) + ".meta", meta.dump())

@@ -21,7 +21,7 @@ MAX_NAME_LENGTH = 200
 MAX_FILENAME_BYTES = 255
 
 _NORMALIZE_RE = re.compile(r"[-_.]+")
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+PROJECT_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 # Unicode category Cc (C0 and C1 controls, DEL) plus the path separators.
 _UNSAFE_CHAR_RE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
 
@@ -55,7 +55,7 @@ def normalize(name: str) -> str:
 
 def is_valid_project_name(name: str) -> bool:
     """A PEP 508 name of at most ``MAX_NAME_LENGTH`` characters."""
-    return len(name) <= MAX_NAME_LENGTH and _NAME_RE.match(name) is not None
+    return len(name) <= MAX_NAME_LENGTH and PROJECT_NAME_RE.match(name) is not None
 
 
 def is_valid_filename(filename: str) -> bool:

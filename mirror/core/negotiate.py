@@ -51,7 +51,7 @@ class IndexFormat(Enum):
         return self is IndexFormat.JSON_V1
 
 
-class MalformedAccept(ValueError):  # noqa: N818 - name fixed by the server contract
+class MalformedAccept(ValueError):
     """The ``Accept`` header cannot be parsed; the caller answers 400."""
 
 

@@ -21,19 +21,23 @@ import ijson
 
 from mirror.core.index import PageParseError
 from mirror.core.model import MIRROR_API_VERSION, RootEntry
-from mirror.core.names import MAX_NAME_LENGTH, is_valid_project_name, normalize
+from mirror.core.names import MAX_NAME_LENGTH, PROJECT_NAME_RE, is_valid_project_name, normalize
 
 _BACKEND = ijson.get_backend("yajl2_c")
 _SERIAL_COMMENT_RE = re.compile(r"^\s*SERIAL\s+(\d{1,18})\s*$")
 # Anchor text kept per root entry: room for a maximal name plus surrounding whitespace.
 _MAX_ANCHOR_TEXT = MAX_NAME_LENGTH + 1024
 
-_ITEM = "projects.item"
-_ITEM_NAME = "projects.item.name"
-_ITEM_SERIAL = "projects.item._last-serial"
+# Nesting depth inside the document: 1 = the top object, 2 = a top-level value
+# ("projects" list or "meta" object), 3 = one project object.
+_TOP, _LIST, _ITEM = 1, 2, 3
 
 
-def _serial_value(value: object, where: str) -> int:
+def _serial_value(value: object, where: str) -> int | None:
+    if type(value) is int and value >= 0:  # the common case first
+        return value
+    if value is None:
+        return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -42,20 +46,26 @@ def _serial_value(value: object, where: str) -> int:
 
 
 class RootJsonParser:
-    """Incremental parser for the PEP 691 root page (keys in any order)."""
+    """Incremental parser for the PEP 691 root page (keys in any order).
+
+    A small state machine over ijson's basic events (no prefix strings), because this
+    loop runs millions of times for PyPI's root.
+    """
 
     def __init__(self) -> None:
         self.last_serial: int | None = None
         self.api_version: str | None = None
         self.skipped = 0
         self._events: Any = ijson.sendable_list()
-        self._coro: Any = _BACKEND.parse_coro(self._events, use_float=True)
+        self._coro: Any = _BACKEND.basic_parse_coro(self._events, use_float=True)
+        self._depth = 0
         self._top_key: str | None = None
-        self._started = False
+        self._key: str | None = None
+        self._name: object = None
+        self._serial: int | None = None
+        self._saw_top = False
         self._saw_projects = False
         self._closed = False
-        self._name: str | None = None
-        self._serial: int | None = None
 
     def feed(self, chunk: bytes) -> list[RootEntry]:
         if self._closed:
@@ -73,9 +83,8 @@ class RootJsonParser:
         try:
             self._coro.close()
         except ijson.JSONError as exc:
-            raise PageParseError(
-                f"root JSON is truncated or malformed: {_first_line(exc)}"
-            ) from exc
+            msg = f"root JSON is truncated or malformed: {_first_line(exc)}"
+            raise PageParseError(msg) from exc
         entries = self._drain()
         if not self._saw_projects:
             raise PageParseError("root JSON has no 'projects' list")
@@ -83,57 +92,73 @@ class RootJsonParser:
 
     def _drain(self) -> list[RootEntry]:
         entries: list[RootEntry] = []
-        for prefix, event, value in self._events:
-            if prefix.startswith(_ITEM) and self._top_key == "projects":
-                entry = self._item_event(prefix, event, value)
-                if entry is not None:
-                    entries.append(entry)
+        depth, key, name, serial = self._depth, self._key, self._name, self._serial
+        in_projects = self._top_key == "projects"
+        valid_name = PROJECT_NAME_RE.match
+        for event, value in self._events:
+            if depth == _ITEM and in_projects:  # the hot path: inside one project object
+                if event == "map_key":
+                    key = value
+                elif event == "end_map":
+                    depth = _LIST
+                    if type(name) is str and len(name) <= MAX_NAME_LENGTH and valid_name(name):
+                        entries.append(RootEntry(name, serial))
+                    else:
+                        self.skipped += 1
+                elif event == "start_map" or event == "start_array":
+                    depth += 1
+                elif key == "name":
+                    name = value
+                elif key == "_last-serial":
+                    serial = _serial_value(value, "_last-serial")
+            elif depth == _LIST and in_projects:
+                if event == "start_map":
+                    depth, key, name, serial = _ITEM, None, None, None
+                elif event == "end_array":
+                    depth = _TOP
+                else:
+                    raise PageParseError(
+                        f"root JSON: projects entries must be objects, got {event}"
+                    )
             else:
-                self._other_event(prefix, event, value)
+                depth, key = self._structure(depth, key, event, value)
+                in_projects = self._top_key == "projects"
         del self._events[:]
+        self._depth, self._key, self._name, self._serial = depth, key, name, serial
         return entries
 
-    def _item_event(self, prefix: str, event: str, value: object) -> RootEntry | None:
-        if prefix == _ITEM_NAME and event == "string":
-            self._name = value if isinstance(value, str) else None
-        elif prefix == _ITEM_SERIAL and event != "map_key":
-            self._serial = None if value is None else _serial_value(value, "_last-serial")
-        elif prefix == _ITEM:
-            if event == "start_map":
-                self._name, self._serial = None, None
-            elif event == "end_map":
-                return self._entry()
-            elif event != "map_key":
-                raise PageParseError(f"root JSON: projects entries must be objects, got {event}")
-        return None
-
-    def _entry(self) -> RootEntry | None:
-        name, self._name = self._name, None
-        if name is None or not is_valid_project_name(name):
-            self.skipped += 1
-            return None
-        return RootEntry(name=name, last_serial=self._serial)
-
-    def _other_event(self, prefix: str, event: str, value: object) -> None:
-        if prefix == "":
-            if event == "map_key":
+    def _structure(
+        self, depth: int, key: str | None, event: str, value: object
+    ) -> tuple[int, str | None]:
+        """Everything outside project objects: the top object, meta, unknown values."""
+        if event == "map_key":
+            if depth == _TOP:
                 self._top_key = str(value)
-            elif event == "start_map" and not self._started:
-                self._started = True
-            elif event != "end_map":
-                raise PageParseError(f"root JSON must be an object, got {event}")
-        elif prefix == "projects" and self._top_key == "projects":
-            if event == "start_array":
+            return depth, str(value)
+        if event in ("start_map", "start_array"):
+            if depth == 0:
+                if event != "start_map" or self._saw_top:
+                    raise PageParseError("root JSON must be a single object")
+                self._saw_top = True
+            elif depth == _TOP and self._top_key == "projects":
+                if event != "start_array":
+                    raise PageParseError("root JSON: 'projects' must be a list")
                 self._saw_projects = True
-            elif event != "end_array":
-                raise PageParseError(f"root JSON: 'projects' must be a list, got {event}")
-        elif self._top_key == "meta":
-            self._meta_event(prefix, event, value)
+            return depth + 1, None
+        if event in ("end_map", "end_array"):
+            return depth - 1, None
+        if depth == 0:
+            raise PageParseError(f"root JSON must be an object, got a {event}")
+        if depth == _TOP and self._top_key == "projects":
+            raise PageParseError(f"root JSON: 'projects' must be a list, got a {event}")
+        if depth == _LIST and self._top_key == "meta":
+            self._meta(key, value)
+        return depth, key
 
-    def _meta_event(self, prefix: str, event: str, value: object) -> None:
-        if prefix == "meta.api-version" and event == "string":
-            self.api_version = str(value)
-        elif prefix == "meta._last-serial" and event in ("number", "string"):
+    def _meta(self, key: str | None, value: object) -> None:
+        if key == "api-version" and isinstance(value, str):
+            self.api_version = value
+        elif key == "_last-serial":
             self.last_serial = _serial_value(value, "meta._last-serial")
 
 

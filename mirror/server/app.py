@@ -18,7 +18,7 @@ from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.server import jsonapi, ops, packages, simple
 from mirror.server.keys import CONFIG, METRICS, SERVICES, STORAGE, Services
-from mirror.server.middleware import access_log
+from mirror.server.middleware import request_context
 from mirror.storage import FileSystemStorage
 from mirror.upstream.client import UpstreamClient
 
@@ -82,7 +82,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, storage: FileSystemStorage | None = None) -> web.Application:
     """The mirror's aiohttp application; ``storage`` is opened from the config if not given."""
-    app = web.Application(middlewares=[access_log], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[request_context], client_max_size=64 * 1024)
     app[CONFIG] = config
     app[STORAGE] = storage if storage is not None else FileSystemStorage.open(config.storage.path)
     app[METRICS] = Metrics()

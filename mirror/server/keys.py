@@ -39,6 +39,7 @@ SERVICES = web.AppKey("services", list[Services])
 
 # Per-request: what the cache did, for the access line.
 CACHE_RESULT = web.RequestKey("cache_result", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def services(request: web.Request) -> Services:

@@ -1,82 +1,93 @@
-"""One canonical access line per request, request ids, and no traceback ever to a client."""
+"""Request ids, the canonical access line, and no traceback ever to a client.
+
+The access line is written by ``AccessLogger``, which aiohttp calls after the response was
+sent (so it knows the bytes really sent, also for sendfile responses); the middleware only
+binds the request id and turns unexpected exceptions into a plain 500.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from mirror.log import get_logger
-from mirror.server.keys import CACHE_RESULT, METRICS
+from mirror.server.keys import CACHE_RESULT, METRICS, REQUEST_ID
 
 log = get_logger("mirror.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _route_name(request: web.Request) -> str:
+def _route_name(request: web.BaseRequest) -> str:
+    if not isinstance(request, web.Request):
+        return "unmatched"
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
 
 
-def _bytes_sent(request: web.Request, response: web.StreamResponse | None) -> int:
+def _bytes_sent(request: web.BaseRequest, response: web.StreamResponse) -> int:
     """Body bytes: sendfile responses do not count their body in ``body_length``."""
-    if response is None or not response.prepared or request.method == "HEAD":
+    if not response.prepared or request.method == "HEAD" or response.status == 304:
         return 0
-    if response.content_length is not None and response.status in (200, 206):
+    if isinstance(response, web.FileResponse) and response.content_length is not None:
         return response.content_length
+    if response.content_length is not None and response.status in (200, 206):
+        return min(response.content_length, response.body_length)
     return response.body_length
 
 
 @web.middleware
-async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
-    status = 500
-    response: web.StreamResponse | None = None
     try:
-        try:
-            response = await handler(request)
-            status = response.status
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        except Exception:
-            log.exception("request_failed", method=request.method, path=request.path)
-            response = web.Response(
-                status=500,
-                text="internal error; see the mirror's log for request " + request_id + "\n",
-            )
-            status = 500
-        if not response.prepared:
-            response.headers.setdefault("X-Request-Id", request_id)
-            try:
-                # Send it here so that the access line knows the bytes really sent.
-                await response.prepare(request)
-                await response.write_eof()
-            except (ConnectionResetError, ConnectionError):
-                status = 499
-        return response
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        return web.Response(
+            status=500,
+            text=f"internal error; see the mirror's log for request {request_id}\n",
+        )
     finally:
-        duration = time.perf_counter() - started
+        structlog.contextvars.unbind_contextvars("request_id")
+    if not response.prepared:
+        response.headers.setdefault("X-Request-Id", request_id)
+    return response
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One ``request`` event per request, and the request metrics."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         sent = _bytes_sent(request, response)
         route = _route_name(request)
+        assert isinstance(request, web.Request)
         metrics = request.app[METRICS]
-        metrics.requests.labels(route, str(status)).inc()
-        metrics.request_seconds.labels(route).observe(duration)
+        metrics.requests.labels(route, str(response.status)).inc()
+        metrics.request_seconds.labels(route).observe(time)
         metrics.bytes_served.inc(sent)
         log.info(
             "request",
             method=request.method,
             path=request.path,
-            status=status,
+            status=response.status,
             bytes=sent,
-            duration_ms=round(duration * 1000, 2),
+            duration_ms=round(time * 1000, 2),
             cache=request.get(CACHE_RESULT),
             remote=request.remote,
+            request_id=request.get(REQUEST_ID),
         )
-        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def runner_options() -> dict[str, Any]:
+    """Keyword arguments for ``web.AppRunner`` / ``web.run_app`` that enable the access line."""
+    return {"access_log_class": AccessLogger, "access_log": logging.getLogger("mirror.access")}

@@ -8,11 +8,13 @@ download was verified; if verification fails the connection is aborted.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiofiles
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
-from mirror.cache.files import HOLDBACK, Download, Located
+from mirror.cache.files import HOLDBACK, Download, FileCache, Located
 from mirror.core.layout import PackagePath, parse_package_path
 from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
 from mirror.log import get_logger
@@ -20,6 +22,7 @@ from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, Services, services
 
 log = get_logger("mirror.packages")
+_background: set[asyncio.Task[None]] = set()
 
 FILE_CACHE_CONTROL = "max-age=365000000, immutable, public"
 READ_CHUNK = 256 * 1024
@@ -89,15 +92,29 @@ async def _metadata_miss(
     return await _serve_stored(request, svc, rel)
 
 
+class _ReaderFileResponse(web.FileResponse):
+    """A FileResponse that marks its file as being read while it is sent (for eviction)."""
+
+    def __init__(self, path: Path, files: FileCache, rel: str, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._files = files
+        self._rel = rel
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        async with self._files.reading(self._rel):
+            return await super().prepare(request)
+
+
 async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.StreamResponse:
     path = svc.storage.path(rel)
-    response = web.FileResponse(path, headers=file_headers(path.name))
-    async with svc.files.reading(rel):
-        asyncio.get_running_loop().create_task(svc.storage.touch_access(rel))
-        # Prepare (send) inside the reader mark so eviction never removes it mid-send.
-        await response.prepare(request)
-        await response.write_eof()
-    return response
+    _touch_later(svc, rel)
+    return _ReaderFileResponse(path, svc.files, rel, file_headers(path.name))
+
+
+def _touch_later(svc: Services, rel: str) -> None:
+    task = asyncio.get_running_loop().create_task(svc.storage.touch_access(rel))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _stream_download(

@@ -27,8 +27,12 @@ MAX_QUERY_LENGTH = 2048
 def negotiate(request: web.Request) -> IndexFormat:
     if len(request.query_string) > MAX_QUERY_LENGTH:
         raise web.HTTPBadRequest(text="query string too long\n")
+    format_param = request.query.get("format")
+    if format_param is not None:
+        # "?format=application/vnd.pypi.simple.v1+json" unencoded turns "+" into a space.
+        format_param = format_param.replace(" ", "+")
     try:
-        fmt = choose_format(request.headers.get("Accept"), request.query.get("format"))
+        fmt = choose_format(request.headers.get("Accept"), format_param)
     except MalformedAccept as exc:
         raise web.HTTPBadRequest(text=f"malformed Accept header: {exc}\n") from exc
     if fmt is None:
