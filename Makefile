@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck unit clean bench
+.PHONY: serve test lint typecheck unit clean bench system-deps
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pypi-mirror needs Python 3.11 or newer; set PYTHON=python3.X")'
@@ -27,7 +27,18 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict mirror
 
-unit: $(VENV)/.installed-test
+# nginx is needed by tests/test_nginx.py (deploy/nginx.conf in front of the daemon).
+system-deps:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null \
+	      && { service nginx stop >/dev/null 2>&1 || true; }; \
+	  else \
+	    echo "nginx is missing: install it (e.g. sudo apt-get install nginx) to run tests/test_nginx.py"; \
+	  fi; }
+
+unit: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test: lint typecheck unit

@@ -117,7 +117,14 @@ def test_parse_json_minimal_pep_691_page() -> None:
 def test_parse_json_falsy_values(field: str, value: object, expected: object) -> None:
     doc = {"meta": {"api-version": "1.1"}, "name": "x", "files": [_file(**{field: value})]}
     attr = {"core-metadata": "core_metadata", "requires-python": "requires_python"}
-    assert getattr(parse_project_json(_json_bytes(doc)).files[0], attr.get(field, field)) == expected
+    assert (
+        getattr(parse_project_json(_json_bytes(doc)).files[0], attr.get(field, field)) == expected
+    )
+
+
+def test_parse_json_null_hashes_mean_none_known() -> None:
+    page = parse_project_json(_json_bytes(_doc(files=[_file(hashes=None)])))
+    assert page.files[0].hashes == {}
 
 
 def test_parse_json_accepts_bandersnatch_string_serial_and_pep_792_state_alias() -> None:
@@ -167,6 +174,8 @@ def _doc(**overrides: object) -> dict[str, object]:
         _doc(files=[_file(filename=".hidden")]),
         _doc(files=[_file(url=None)]),
         _doc(files=[_file(url="")]),
+        _doc(files=[_file(url="https://[::1/x-1.0.tar.gz")]),
+        _doc(files=[_file(url="https://exa\uff03mple.com/x-1.0.tar.gz")]),
         _doc(files=[_file(hashes=["sha256", SHA_A])]),
         _doc(files=[_file(hashes={"sha256": 5})]),
         _doc(files=[_file(hashes={"sha256": "not-hex"})]),
@@ -215,7 +224,10 @@ def test_parse_json_rejects_wrong_types_with_page_parse_error(doc: object) -> No
         b'{"meta":{"api-version":"1.1"},"name":"x","files":[],"n":Infinity}',
         b'{"meta":{"api-version":"1.1"},"name":"x","files":[],"n":' + b"9" * 5000 + b"}",
         b"[" * 100_000 + b"]" * 100_000,
-        b'{"meta":{"api-version":"1.1"},"name":"x","files":[],"n":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"meta":{"api-version":"1.1"},"name":"x","files":[],"n":'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}",
     ],
 )
 def test_parse_json_hostile_bytes(data: bytes) -> None:
@@ -338,6 +350,9 @@ def test_parse_html_without_version_meta_is_1_0() -> None:
         (b'<a href="/x/">.hidden</a>', "x"),
         (b'<meta name="pypi:repository-version" content="2.0">', "x"),
         (b'<meta name="pypi:repository-version" content="latest">', "x"),
+        (b'<a href="http://[::1/x.whl">x.whl</a>', "x"),
+        (b'<a href="http://[::1/x.whl"></a>', "x"),
+        (b'<base href="http://[::1/"><a href="x.whl">x.whl</a>', "x"),
         (b"<html></html>", "not a name"),
         (b"<html></html>", ""),
     ],
@@ -392,7 +407,7 @@ def test_render_html_shape_and_escaping() -> None:
     assert text.startswith("<!DOCTYPE html>\n")
     assert f'<meta name="pypi:repository-version" content="{MIRROR_API_VERSION}">' in text
     assert '<meta name="pypi:project-status" content="archived">' in text
-    assert "content=\"&quot;quoted&quot; &lt;reason&gt;\"" in text
+    assert 'content="&quot;quoted&quot; &lt;reason&gt;"' in text
     assert "<title>Links for foo-bar</title>" in text
     assert "<h1>Links for foo-bar</h1>" in text
     assert text.rstrip().endswith("<!--SERIAL 7-->")
@@ -422,7 +437,9 @@ def test_render_is_deterministic_for_equal_pages() -> None:
         hashes={"sha256": SHA_A, "md5": "0" * 32},
         extra={"b": 1, "a": {"y": 1, "z": 2}},
     )
-    two = replace(one, hashes={"md5": "0" * 32, "sha256": SHA_A}, extra={"a": {"z": 2, "y": 1}, "b": 1})
+    two = replace(
+        one, hashes={"md5": "0" * 32, "sha256": SHA_A}, extra={"a": {"z": 2, "y": 1}, "b": 1}
+    )
     p1 = ProjectPage(name="x", files=(one,), meta_extra={"_a": 1, "_b": 2})
     p2 = ProjectPage(name="x", files=(two,), meta_extra={"_b": 2, "_a": 1})
     assert p1 == p2
@@ -511,14 +528,15 @@ def _random_file(rng: random.Random, i: int) -> DistFile:
     ext = rng.choice(["-py3-none-any.whl", ".tar.gz", ".zip", "-py2.7.egg"])
     filename = f"{stem}-{i}.{rng.randint(0, 20)}{ext}"
     url = f"https://files.example/packages/{i:02x}/{filename}" + rng.choice(["", "?a=1&b=2"])
-    core: bool | dict[str, str] = rng.choice([False, True, {"sha256": f"{i:064x}"}])
+    cores: list[bool | dict[str, str]] = [False, True, {"sha256": f"{i:064x}"}]
+    yanks: list[bool | str] = [False, True, rng.choice(_TRICKY)]
     return DistFile(
         filename=filename,
         url=url,
         hashes=rng.choice([{}, {"sha256": f"{i + 1:064x}"}]),
         requires_python=rng.choice([None, ">=3.8", "<4,>=2.7", "!=3.0.*"]),
-        yanked=rng.choice([False, True, rng.choice(_TRICKY)]),
-        core_metadata=core,
+        yanked=rng.choice(yanks),
+        core_metadata=rng.choice(cores),
         size=rng.choice([None, 0, rng.randint(1, 10**10)]),
         upload_time=rng.choice([None, "2024-01-02T03:04:05.123456Z"]),
         provenance=rng.choice([None, f"https://p.example/{i}/provenance?x&y"]),
@@ -580,7 +598,11 @@ def test_html_round_trip_keeps_what_html_can_carry(seed: int) -> None:
 
 
 def test_html_round_trip_keeps_only_the_advertised_hash() -> None:
-    file = DistFile(filename="x-1.0.tar.gz", url="https://h/x-1.0.tar.gz", hashes={"md5": "0" * 32, "sha256": SHA_A})
+    file = DistFile(
+        filename="x-1.0.tar.gz",
+        url="https://h/x-1.0.tar.gz",
+        hashes={"md5": "0" * 32, "sha256": SHA_A},
+    )
     page = ProjectPage(name="x", files=(file,))
     parsed = parse_project_html(render_project_html(page), "x", PAGE_URL)
     assert parsed.files[0].hashes == {"sha256": SHA_A}
@@ -608,7 +630,9 @@ def _big_json_page(target_bytes: int) -> bytes:
         size += len(json.dumps(entry)) + 1
         files.append(entry)
         i += 1
-    return _json_bytes({"meta": {"api-version": "1.1", "_last-serial": 1}, "name": "bigproject", "files": files})
+    return _json_bytes(
+        {"meta": {"api-version": "1.1", "_last-serial": 1}, "name": "bigproject", "files": files}
+    )
 
 
 def test_five_megabyte_page_parses_and_renders_quickly() -> None:

@@ -136,6 +136,22 @@ def _str_tuple(value: object, where: str) -> tuple[str, ...]:
     return tuple(_as_str(item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
+def _check_url(url: str, where: str) -> str:
+    """Reject URLs that ``urllib.parse`` cannot split, so later code cannot trip on them.
+
+    ``urlsplit`` only raises on brackets (IPv6 literals) and on non-ASCII hosts, so only
+    such URLs are split here: a large page has tens of thousands of URLs.
+    """
+    if not url:
+        raise PageParseError(f"{where}: empty URL")
+    if "[" in url or "]" in url or not url.isascii():
+        try:
+            urlsplit(url)
+        except ValueError as exc:
+            raise PageParseError(f"{where}: invalid URL {url!r:.80}: {exc}") from exc
+    return url
+
+
 def _filename(value: str, where: str) -> str:
     if not is_valid_filename(value):
         raise PageParseError(f"{where}: unsafe or invalid filename {value!r:.80}")
@@ -189,14 +205,14 @@ def _json_file(raw: object, where: str) -> DistFile:
         raise PageParseError(f"{where} must be an object, got {_kind(raw)}")
     if "filename" not in raw or "url" not in raw:
         raise PageParseError(f"{where} lacks 'filename' or 'url'")
-    url = _as_str(raw["url"], f"{where}.url")
-    if not url:
-        raise PageParseError(f"{where}.url is empty")
+    url = _check_url(_as_str(raw["url"], f"{where}.url"), f"{where}.url")
     metadata_key = "core-metadata" if "core-metadata" in raw else "dist-info-metadata"
     return DistFile(
         filename=_filename(_as_str(raw["filename"], f"{where}.filename"), where),
         url=url,
-        hashes=_hash_map(raw.get("hashes", {}), f"{where}.hashes"),
+        hashes=_hash_map(
+            raw.get("hashes") if raw.get("hashes") is not None else {}, f"{where}.hashes"
+        ),
         requires_python=_opt_str(raw.get("requires-python"), f"{where}.requires-python"),
         yanked=_json_yanked(raw.get("yanked"), f"{where}.yanked"),
         core_metadata=_json_core_metadata(raw.get(metadata_key), f"{where}.{metadata_key}"),
@@ -328,7 +344,10 @@ class _ProjectHtmlParser(HTMLParser):
         elif tag == "base" and not self.saw_base:
             href = dict(attrs).get("href")
             if href:
-                self.base_url = urljoin(self.base_url, href)
+                try:
+                    self.base_url = urljoin(self.base_url, href)
+                except ValueError as exc:
+                    raise PageParseError(f"invalid <base href> {href!r:.80}") from exc
                 self.saw_base = True
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -381,8 +400,12 @@ def _html_file(attrs: dict[str, str | None], text: str, base_url: str, where: st
     hashes = _fragment_hashes(fragment) if sharp else None
     if hashes is None:
         hashes, location = {}, href
-    url = location if _ABSOLUTE_URL_RE.match(location) else urljoin(base_url, location)
-    filename = text or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    try:
+        url = location if _ABSOLUTE_URL_RE.match(location) else urljoin(base_url, location)
+        filename = text or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    except ValueError as exc:
+        raise PageParseError(f"{where}: invalid href {href!r:.80}: {exc}") from exc
+    _check_url(url, where)
     core = _attr(attrs, "data-core-metadata")
     if core is None:
         core = _attr(attrs, "data-dist-info-metadata")

@@ -12,6 +12,7 @@ truncation or a wrong JSON shape raises ``PageParseError``.
 from __future__ import annotations
 
 import codecs
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -287,8 +288,8 @@ class RootRenderer:
         ).encode()
 
     def html_entry(self, e: RootEntry) -> bytes:
-        href = _html_escape(normalize(e.name))
-        return f'    <a href="{href}/">{_html_escape(e.name)}</a><br/>\n'.encode()
+        href = html.escape(normalize(e.name))
+        return f'    <a href="{href}/">{html.escape(e.name)}</a><br/>\n'.encode()
 
     def html_tail(self, last_serial: int | None = None) -> bytes:
         serial = "" if last_serial is None else f"\n<!--SERIAL {last_serial}-->"
@@ -312,9 +313,3 @@ class RootRenderer:
 
 def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _html_escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )

@@ -239,6 +239,20 @@ class UpstreamClient:
                 raise UpstreamTooLarge(f"{url}: answer over {limit} bytes")
             return data
 
+    @asynccontextmanager
+    async def open_post(
+        self, path: str, body: bytes, content_type: str
+    ) -> AsyncIterator[FileStream]:
+        """A POST (XML-RPC) whose answer is streamed: for answers too large to hold whole."""
+        url = self.url_for(path)
+        headers = {"Content-Type": content_type, "Accept-Encoding": "gzip"}
+        async with self._request("POST", url, headers, data=body) as response:
+            if response.status == 404:
+                raise UpstreamNotFound(url)
+            if response.status != 200:
+                raise UpstreamStatusError(url, response.status)
+            yield FileStream(url, response.content_length, response)
+
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):

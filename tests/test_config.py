@@ -1,0 +1,124 @@
+"""Configuration: defaults, TOML, environment overrides, and errors that name key and file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mirror.config import Config, load_config, parse_size
+from mirror.errors import ConfigError, StorageError
+from mirror.storage import FileSystemStorage
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_defaults_are_a_pull_through_cache_of_pypi() -> None:
+    config = load_config(None, env={})
+    assert config.upstream.url == "https://pypi.org/"
+    assert config.upstream.file_hosts == ("files.pythonhosted.org",)
+    assert config.storage.path == Path("mirror-data")
+    assert config.serve.listen == "127.0.0.1:8080"
+    assert (config.serve.host, config.serve.port) == ("127.0.0.1", 8080)
+    assert config.serve.offline is False
+    assert config.cache.max_size == 0
+
+
+def test_example_config_parses_and_documents_every_key() -> None:
+    example = REPO / "config.example.toml"
+    config = load_config(example, env={})
+    assert isinstance(config, Config)
+    text = example.read_text()
+    documented = tomllib.loads(text)
+    for section in ("storage", "upstream", "serve", "cache", "sync", "tuf", "log"):
+        assert section in documented, section
+        for key in getattr(config, section).__dataclass_fields__:
+            assert key.replace("_", "-") in documented[section], f"[{section}] {key}"
+
+
+def test_file_values_and_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        """
+[storage]
+path = "/srv/mirror"
+[upstream]
+url = "http://127.0.0.1:9999"
+file-hosts = ["files.example"]
+timeout = 3
+retries = 0
+[serve]
+listen = "0.0.0.0:3141"
+index-ttl = 60
+offline = true
+[cache]
+max-size = "200GB"
+"""
+    )
+    config = load_config(path, env={})
+    assert config.upstream.url == "http://127.0.0.1:9999/"
+    assert config.upstream.allowed_hosts == {"127.0.0.1:9999", "files.example"}
+    assert config.upstream.timeout == 3.0
+    assert config.serve.port == 3141 and config.serve.offline is True
+    assert config.cache.max_size == 200 * 1000**3
+    assert parse_size("1.5GiB") == int(1.5 * 1024**3)
+    assert parse_size(0) == 0
+
+
+def test_environment_overrides_every_kind_of_key(tmp_path: Path) -> None:
+    env = {
+        "PYPI_MIRROR_SERVE_INDEX_TTL": "5",
+        "PYPI_MIRROR_SERVE_OFFLINE": "true",
+        "PYPI_MIRROR_CACHE_MAX_SIZE": "10MB",
+        "PYPI_MIRROR_UPSTREAM_FILE_HOSTS": "a.example, b.example",
+        "PYPI_MIRROR_STORAGE_PATH": str(tmp_path),
+        "PYPI_MIRROR_SYNC_ALLOW": '["django>=4", "requests"]',
+    }
+    config = load_config(None, env=env)
+    assert config.serve.index_ttl == 5
+    assert config.serve.offline is True
+    assert config.cache.max_size == 10_000_000
+    assert config.upstream.file_hosts == ("a.example", "b.example")
+    assert config.storage.path == tmp_path
+    assert config.sync.allow == ("django>=4", "requests")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[serve]\nlistn = '1'\n", "serve.listn"),
+        ("[serve]\nindex-ttl = 'soon'\n", "serve.index-ttl"),
+        ("[serve]\nlisten = 'nowhere'\n", "serve.listen"),
+        ("[upstream]\nurl = 'ftp://x'\n", "upstream.url"),
+        ("[cache]\nmax-size = 'lots'\n", "cache.max-size"),
+        ("[serve]\noffline = 'yes'\n", "serve.offline"),
+        ("[nonsense]\n", "nonsense"),
+        ("[serve\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_key_and_file(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert needle in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={"PYPI_MIRROR_SERVE_INDEX_TTL": "soon"})
+    assert "PYPI_MIRROR_SERVE_INDEX_TTL" in str(info.value)
+
+
+def test_missing_config_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml", env={})
+
+
+def test_unusable_storage_path_stops_start_up(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match=r"\[storage\] path"):
+        FileSystemStorage.open(blocker / "sub")
