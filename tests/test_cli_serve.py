@@ -55,9 +55,8 @@ async def test_serve_runs_logs_json_lines_and_stops_on_sigterm(
     url = f"http://127.0.0.1:{port}/"
     try:
         await wait_until_up(url, proc)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url + "simple/demo/") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as session, session.get(url + "simple/demo/") as resp:
+            assert resp.status == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
