@@ -262,3 +262,14 @@ async def test_cache_is_kept_under_max_size_by_evicting_least_recently_used(
     assert records[1].filename not in names
     assert {records[0].filename, records[2].filename} <= names
     assert evictor.total is not None and evictor.total <= 450_000
+
+
+async def test_file_uploaded_after_the_page_was_cached_is_found(
+    tmp_path: Path, upstream: FakePyPI, make_mirror: MirrorFactory
+) -> None:
+    mirror = await make_mirror({"serve": {"negative-ttl": 0}})
+    upstream.add_file("grow", build_wheel(tmp_path, "grow", "1.0"))
+    await fetch_page(mirror, "grow")
+    late = upstream.add_file("grow", build_wheel(tmp_path, "grow", "2.0"))
+    status, _, body = await mirror.get(late.url_path)
+    assert status == 200 and len(body) == late.size

@@ -153,6 +153,11 @@ class FileCache:
                 if page is None:
                     continue
             item = find_file(page, path, self.pages.is_allowed)
+            if item is None and await self.pages.may_refresh_for_unknown_file(project):
+                # Perhaps uploaded since the page was cached: look once more, upstream.
+                await self.pages.refresh(project)
+                page = await self.pages.upstream_page(project)
+                item = find_file(page, path, self.pages.is_allowed) if page else None
             if item is not None:
                 return Located(project, item)
         return None

@@ -164,6 +164,14 @@ class PageCache:
             task.add_done_callback(lambda _t: self._inflight.pop(project, None))
         return await asyncio.shield(task)
 
+    async def may_refresh_for_unknown_file(self, project: str) -> bool:
+        """A file not on the cached page may be new; ask upstream at most once per
+        ``negative-ttl`` so that requests for made-up files cannot hammer it."""
+        if self.offline:
+            return False
+        meta = await self.meta(project)
+        return meta is None or self.clock() - meta.fetched_at >= self.negative_ttl
+
     async def _negative_is_fresh(self, project: str) -> bool:
         info = await self.storage.stat(layout.state_negative(project))
         return negative_is_fresh(
