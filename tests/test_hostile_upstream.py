@@ -141,16 +141,31 @@ async def test_links_to_other_hosts_are_dropped(
 
 
 async def test_last_good_page_survives_a_later_malformed_answer(
-    tmp_path: Path, upstream: FakePyPI, make_mirror: MirrorFactory, hostile: tuple[Hostile, str]
+    hostile: tuple[Hostile, str], make_mirror: MirrorFactory
 ) -> None:
-    upstream.add_file("demo", build_wheel(tmp_path, "demo", "1.0"))
-    mirror = await make_mirror({"serve": {"index-ttl": 0}})
-    status, _, _ = await mirror.get("/simple/demo/", headers={"Accept": JSON_TYPE})
+    state, url = hostile
+    good = [{"filename": "keep-1.0.tar.gz", "url": "keep-1.0.tar.gz", "hashes": {"sha256": SHA}}]
+    state.responses["keep"] = json_response(page("keep", good))
+    mirror = await make_mirror({"upstream": {"url": url, "retries": 0}, "serve": {"index-ttl": 0}})
+    status, _, before = await mirror.get("/simple/keep/", headers={"Accept": JSON_TYPE})
     assert status == 200
-    upstream.html_only = True  # still valid: the mirror parses HTML as well
-    status, _, body = await mirror.get("/simple/demo/", headers={"Accept": JSON_TYPE})
-    assert status == 200
-    assert json.loads(body)["files"][0]["filename"] == "demo-1.0-py3-none-any.whl"
-    upstream.outage = 500
-    status, _, body = await mirror.get("/simple/demo/", headers={"Accept": JSON_TYPE})
-    assert status == 200 and json.loads(body)["files"]
+    state.responses["keep"] = json_response(b'{"meta": {"api-version": "1.1"}, "name": "ke')
+    status, _, after = await mirror.get("/simple/keep/", headers={"Accept": JSON_TYPE})
+    assert status == 200 and after == before
+    assert state.hits.count("/simple/keep/") == 2
+
+
+async def test_html_only_upstream_is_parsed_and_served_in_both_formats(
+    tmp_path: Path, upstream: FakePyPI, make_mirror: MirrorFactory
+) -> None:
+    upstream.html_only = True
+    record = upstream.add_file("demo", build_wheel(tmp_path, "demo", "1.0", requires_python=">=3"))
+    mirror = await make_mirror()
+    status, headers, body = await mirror.get("/simple/demo/", headers={"Accept": JSON_TYPE})
+    assert status == 200 and headers["Content-Type"] == JSON_TYPE
+    file = json.loads(body)["files"][0]
+    assert file["filename"] == "demo-1.0-py3-none-any.whl"
+    assert file["hashes"] == {"sha256": record.sha256}
+    assert file["requires-python"] == ">=3"
+    assert file["core-metadata"] == {"sha256": record.metadata_sha256}
+    assert (await mirror.get(record.url_path))[0] == 200

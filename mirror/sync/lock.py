@@ -16,7 +16,7 @@ from types import TracebackType
 from mirror.errors import MirrorError
 
 
-class SyncLocked(MirrorError):  # noqa: N818 - reads as a state, like "Locked"
+class SyncLocked(MirrorError):
     """Another sync holds the lock for this storage root."""
 
 

@@ -88,9 +88,11 @@ class DelegationLoader:
                 if role in delegations.roles:
                     return current
                 stack.extend((child, current) for child in reversed(delegations.roles))
-            elif delegations.succinct_roles is not None:
-                if delegations.succinct_roles.is_delegated_role(role):
-                    return current
+            elif (
+                delegations.succinct_roles is not None
+                and delegations.succinct_roles.is_delegated_role(role)
+            ):
+                return current
         raise tuf_exceptions.RepositoryError(
             f"role {role!r} is not delegated by the trusted targets metadata"
         )
