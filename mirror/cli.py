@@ -62,7 +62,7 @@ def serve(config: Config) -> int:
     try:
         app = create_app(config)
     except StorageError as exc:
-        print(f"pypi-mirror: {exc}", file=sys.stderr)
+        print(f"pypi-mirror: {exc} (configuration: {config.source})", file=sys.stderr)
         return EXIT_CONFIG
     log.info(
         "server_starting",

@@ -273,3 +273,21 @@ async def test_file_uploaded_after_the_page_was_cached_is_found(
     late = upstream.add_file("grow", build_wheel(tmp_path, "grow", "2.0"))
     status, _, body = await mirror.get(late.url_path)
     assert status == 200 and len(body) == late.size
+
+
+async def test_a_file_being_read_is_not_evicted(
+    tmp_path: Path, upstream: FakePyPI, make_mirror: MirrorFactory
+) -> None:
+    mirror = await make_mirror({"cache": {"max-size": "1GB"}})
+    record = upstream.add_file("held", build_sdist(tmp_path, "held", "1.0", pad_bytes=10_000))
+    await fetch_page(mirror, "held")
+    assert (await mirror.get(record.url_path))[0] == 200
+    evictor = mirror.services.evictor
+    assert evictor is not None
+    evictor.max_size = 1
+    rel = "web" + record.url_path
+    async with mirror.services.files.reading(rel):
+        await evictor.evict()
+        assert (mirror.root / rel).exists()
+    await evictor.evict()
+    assert not (mirror.root / rel).exists()
