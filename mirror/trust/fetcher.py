@@ -84,9 +84,7 @@ class LoopFetcher(FetcherInterface):
         except UpstreamNotFound as exc:
             raise tuf_exceptions.DownloadHTTPError(f"{url}: HTTP 404", 404) from exc
         except UpstreamStatusError as exc:
-            raise tuf_exceptions.DownloadHTTPError(
-                f"{url}: HTTP {exc.status}", exc.status
-            ) from exc
+            raise tuf_exceptions.DownloadHTTPError(f"{url}: HTTP {exc.status}", exc.status) from exc
         except UpstreamTimeout as exc:
             raise tuf_exceptions.SlowRetrievalError(str(exc)) from exc
         except UpstreamError as exc:

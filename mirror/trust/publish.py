@@ -121,11 +121,11 @@ class Publisher:
         removed = 0
         for entry in os.scandir(folder):
             parsed = parse_metadata_name(entry.name)
-            if parsed is None or parsed[0] is None or parsed[1] == "root":
+            if parsed is None:
                 continue
             version, role = parsed
             versions = keep.get(role)
-            if versions and version < min(versions):
+            if version is not None and role != "root" and versions and version < min(versions):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
