@@ -34,11 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve", parents=[common], help="run the daemon (Simple API, files, JSON API)"
     )
+    commands.add_parser(
+        "sync",
+        parents=[common],
+        help="one changelog sync of a full or filtered mirror ([sync] section); "
+        "exit 0 when the mirror reached the upstream serial",
+    )
+    status = commands.add_parser(
+        "status", parents=[common], help="serial, lag, projects, files, bytes, last run"
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None))
+    config = load_config(getattr(args, "config", None))
+    if args.command in ("serve", "sync"):
+        from mirror.sync.engine import filters_from_config
+
+        filters_from_config(config)  # a bad [sync] filter entry is a configuration error
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log.level, config.log.format)
     if args.command == "serve":
         return serve(config)
+    if args.command == "sync":
+        from mirror.sync.commands import run_sync
+
+        return run_sync(config)
+    if args.command == "status":
+        from mirror.sync.commands import run_status
+
+        return run_status(config, as_json=args.json)
     raise AssertionError(args.command)
 
 
@@ -59,6 +82,18 @@ def serve(config: Config) -> int:
     from mirror.server.middleware import runner_options
 
     log = get_logger("mirror.cli")
+    if config.tuf.mode == "verify" and not config.serve.offline:
+        import asyncio
+
+        from mirror.trust.service import probe_metadata
+
+        problem = asyncio.run(probe_metadata(config))
+        if problem is not None:
+            print(
+                f"pypi-mirror: cannot start: {problem} (configuration: {config.source})",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
     try:
         app = create_app(config)
     except StorageError as exc:

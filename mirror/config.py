@@ -141,6 +141,56 @@ class TufConfig:
     # Where the upstream publishes its TUF metadata; "" = <upstream url>/tuf/.
     metadata_url: str = field(default="", metadata=_kind("optional_url"))
     targets: str = field(default="files", metadata=_kind("choice", choices=("files", "index")))
+    # Seconds between refreshes of timestamp/snapshot/targets (also on a missing target).
+    refresh_interval: int = field(default=300, metadata=_kind("int", minimum=0))
+    # targets = "index": the TUF target path of a project's page ({name}: normalised name).
+    index_target: str = field(default="{name}", metadata=_kind("str"))
+    # targets = "index": where that page is fetched, below index-url ({hash}: its digest).
+    index_page: str = field(default="{name}/{hash}.{name}.html", metadata=_kind("str"))
+    # targets = "index": base URL of the pages; "" = <upstream url>/simple/.
+    index_url: str = field(default="", metadata=_kind("optional_url"))
+
+
+def _check_tuf(tuf: TufConfig, source: str) -> None:
+    """Cross-key checks of [tuf]: verify mode needs a readable, parseable pinned root."""
+    from mirror.trust.paths import check_template
+
+    try:
+        check_template(tuf.index_target, allowed=("name",), required=("name",))
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source, key="tuf.index-target") from exc
+    try:
+        check_template(tuf.index_page, allowed=("name", "hash"), required=("name",))
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source, key="tuf.index-page") from exc
+    if tuf.mode != "verify":
+        return
+    if tuf.root is None:
+        raise ConfigError(
+            'required when mode = "verify": the path of the pinned bootstrap root.json',
+            source=source,
+            key="tuf.root",
+        )
+    from tuf.api.metadata import Metadata, Root
+
+    try:
+        data = tuf.root.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot read the pinned root {tuf.root}: {reason}", source=source, key="tuf.root"
+        ) from exc
+    try:
+        root = Metadata[Root].from_bytes(data)
+        if root.signed.type != Root.type:
+            raise ValueError(f"it is {root.signed.type} metadata")
+        root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
+    except Exception as exc:
+        raise ConfigError(
+            f"{tuf.root} is not a valid, self-signed TUF root.json: {exc}",
+            source=source,
+            key="tuf.root",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -342,6 +392,7 @@ def config_from_mapping(
         name: _build_section(cls, name, _as_mapping(data.get(name, {})), source, env)
         for name, cls in _SECTIONS.items()
     }
+    _check_tuf(sections["tuf"], source)
     return Config(source=source, **sections)
 
 

@@ -162,18 +162,20 @@ class FileCache:
                 return Located(project, item)
         return None
 
-    def download(self, located: Located) -> Download:
+    def download(self, located: Located, *, render: bool = True) -> Download:
+        """The file's single download; ``render=False`` (the sync, which renders the page
+        itself once all files are in) skips re-rendering the page after extracting metadata."""
         rel = located.item.path.web
         current = self._downloads.get(rel)
         if current is not None:
             return current
         download = Download(located.item, asyncio.Event())
         self._downloads[rel] = download
-        download.task = asyncio.create_task(self._run(located, download))
+        download.task = asyncio.create_task(self._run(located, download, render))
         download.task.add_done_callback(lambda _t: self._downloads.pop(rel, None))
         return download
 
-    async def _run(self, located: Located, download: Download) -> None:
+    async def _run(self, located: Located, download: Download, render: bool = True) -> None:
         assert self.upstream is not None
         item = located.item
         writer = self.storage.writer(item.path.web)
@@ -211,7 +213,7 @@ class FileCache:
             if is_wheel(item.file.filename) and not item.file.core_metadata:
                 # Before readers are released, so the next page request advertises it.
                 try:
-                    await self.extract_metadata(located)
+                    await self.extract_metadata(located, render=render)
                 except MirrorError as exc:
                     log.warning("wheel_metadata_failed", file=item.path.rel, error=str(exc))
         except IntegrityError as exc:
@@ -256,7 +258,7 @@ class FileCache:
         merged = merge_expectations(item.path.rel, digests, item.file.size, target)
         return _Expected(target.length, merged)
 
-    async def extract_metadata(self, located: Located) -> bool:
+    async def extract_metadata(self, located: Located, *, render: bool = True) -> bool:
         """Write ``<wheel>.metadata`` from the cached wheel, then re-render the project page."""
         item = located.item
         path = self.storage.path(item.path.web)
@@ -282,7 +284,8 @@ class FileCache:
             return False
         await self.storage.write_bytes(item.path.web_metadata, data)
         log.info("wheel_metadata_extracted", project=located.project, file=item.path.rel)
-        await self.pages.render(located.project)
+        if render:
+            await self.pages.render(located.project)
         return True
 
     async def ensure_metadata(self, located: Located) -> bool:
@@ -300,7 +303,11 @@ class FileCache:
         if await self.storage.exists(item.path.web_metadata):
             return True
         core = item.file.core_metadata
-        if core:
+        # In the TUF ``files`` scheme only distribution files are signed: the upstream's
+        # .metadata is vouched for by an unsigned page only, so take it from the verified
+        # wheel instead.
+        signed_files_only = self.trust is not None and self.trust.scheme == "files"
+        if core and not signed_files_only:
             return await self._fetch_metadata(located)
         if not is_wheel(item.file.filename):
             return False

@@ -29,7 +29,13 @@ from mirror.core.index import (
 from mirror.core.model import ProjectPage
 from mirror.core.names import is_wheel
 from mirror.core.rewrite import PAGE_TO_PACKAGES, mirrored_files, rewrite_page
-from mirror.errors import StorageError, UpstreamError, UpstreamNotFound, UpstreamProtocolError
+from mirror.errors import (
+    StorageError,
+    TrustError,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamProtocolError,
+)
 from mirror.log import get_logger
 from mirror.storage import FileSystemStorage
 from mirror.trust.base import Trust
@@ -100,8 +106,11 @@ class PageCache:
         negative_ttl: float,
         clock: Callable[[], float] = time.time,
         trust: Trust | None = None,
+        page_filter: Callable[[ProjectPage], ProjectPage | None] | None = None,
     ) -> None:
         self.trust = trust
+        # [sync] mode = "mirror": what the sync's filters keep (None: project excluded).
+        self.page_filter = page_filter
         self.storage = storage
         self.upstream = upstream
         self.ttl = ttl
@@ -154,6 +163,12 @@ class PageCache:
                 raise
             log.warning("upstream_stale_served", project=project, error=str(exc))
             return CacheResult.STALE
+        except TrustError as exc:
+            if not has_page:
+                raise
+            # The page verified before stays served; the new one was refused.
+            log.warning("trust_stale_served", project=project, error=str(exc))
+            return CacheResult.STALE
 
     async def refresh(self, project: str) -> CacheResult:
         """Fetch or revalidate now; concurrent callers share one upstream request."""
@@ -202,6 +217,12 @@ class PageCache:
             raise UpstreamProtocolError(
                 f"upstream answered simple/{project}/ with the page of {page.name!r}"
             )
+        if self.page_filter is not None:
+            filtered = self.page_filter(page)
+            if filtered is None:
+                await self.forget(project)
+                raise UpstreamNotFound(f"simple/{project}/ (excluded by the [sync] filters)")
+            page = filtered
         serial = response.last_serial if response.last_serial is not None else page.last_serial
         if meta and meta.last_serial and serial is not None and serial < meta.last_serial:
             log.warning(
@@ -219,6 +240,10 @@ class PageCache:
         )
         await self.storage.delete(layout.state_negative(project))
         return CacheResult.REVALIDATED if has_page else CacheResult.MISS
+
+    async def fetch(self, project: str, etag: str | None = None) -> PageResponse:
+        """The upstream page as it is now (the sync's way in; stores nothing)."""
+        return await self._fetch(project, etag)
 
     async def _fetch(self, project: str, etag: str | None) -> PageResponse:
         """The upstream page; in the ``index`` trust scheme, the page TUF verified."""

@@ -14,7 +14,7 @@ name on its own, so the lists can be streamed and never held whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -160,30 +160,27 @@ def collapse(
 
 def reconcile(
     project: str,
-    upstream_serial: int | None,
-    local_serial: int | None,
     *,
+    listed: bool,
+    upstream_serial: int | None,
     held: bool,
+    local_serial: int | None,
     allowed: bool,
     force: bool,
 ) -> PlanEntry | None:
     """What a full run does with one name.
 
-    ``upstream_serial`` is None when upstream does not list the project; ``held`` says
-    the mirror has pages for it (``local_serial`` is what they show, None if unknown).
-    ``force`` re-processes every listed project (the filters changed).
+    ``listed``: upstream lists the project (``upstream_serial`` None when the list gives
+    no serial); ``held``: the mirror has pages for it (``local_serial`` is what they show,
+    None if unknown). ``force`` re-processes every listed project (the filters changed).
     """
-    listed = upstream_serial is not None
     if not allowed:
         return PlanEntry(project, upstream_serial or 0, EntryKind.DROP) if held else None
     if not listed:
         # Upstream's list no longer has it: confirm with a fetch (404 → removed).
-        return PlanEntry(project, local_serial or 0, EntryKind.SYNC, expect_gone=True)
-    assert upstream_serial is not None
+        return PlanEntry(project, 0, EntryKind.SYNC, expect_gone=True) if held else None
+    if upstream_serial is None:
+        return PlanEntry(project, 0, EntryKind.SYNC)  # nothing to compare: always fetch
     if force or not held or local_serial is None or local_serial < upstream_serial:
         return PlanEntry(project, upstream_serial, EntryKind.SYNC)
     return None
-
-
-def last_serial(events: Sequence[ChangelogEvent]) -> int | None:
-    return max((e.serial for e in events), default=None)

@@ -14,6 +14,8 @@ from mirror.cache.root import RootCache
 from mirror.config import Config
 from mirror.metrics import Metrics
 from mirror.storage import FileSystemStorage
+from mirror.sync.follow import ChangelogFollower
+from mirror.trust.service import TufTrust
 from mirror.upstream.client import UpstreamClient
 
 
@@ -30,6 +32,9 @@ class Services:
     jsonapi: JsonApiCache
     upstream: UpstreamClient | None = None
     evictor: Evictor | None = None
+    trust: TufTrust | None = None
+    # serve with [sync] interval > 0: the changelog follower running in this process.
+    follower: ChangelogFollower | None = None
 
 
 CONFIG = web.AppKey("config", Config)

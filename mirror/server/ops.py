@@ -24,12 +24,18 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def health(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    body = {
+    body: dict[str, object] = {
         "status": "ok",
         "mode": "offline" if svc.pages.offline else "pull-through",
         "upstream": svc.config.upstream.url,
         "cache_bytes": svc.evictor.total if svc.evictor else None,
     }
+    tuf: dict[str, object] = (
+        svc.trust.status() if svc.trust is not None else {"mode": svc.config.tuf.mode}
+    )
+    body["tuf"] = tuf
+    if tuf.get("state") in ("refused", "expired", "unavailable"):
+        body["status"] = "degraded"  # cached content is served; new content is refused
     return web.json_response(body)
 
 

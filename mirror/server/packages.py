@@ -62,7 +62,7 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     svc.metrics.cache_results.labels("file", "miss").inc()
     try:
         located = await svc.files.locate(path)
-    except UpstreamError as exc:
+    except (UpstreamError, IntegrityError) as exc:
         raise upstream_failure(exc, path.filename) from exc
     if located is None:
         raise web.HTTPNotFound(text=f"{path.filename} is not listed by the upstream index\n")

@@ -11,7 +11,7 @@ from mirror.core import layout
 from mirror.core.index import render_project_html, render_project_json
 from mirror.core.names import is_valid_project_name, normalize
 from mirror.core.negotiate import IndexFormat, MalformedAccept, choose_format
-from mirror.errors import UpstreamError, UpstreamNotFound
+from mirror.errors import IntegrityError, UpstreamError, UpstreamNotFound
 from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
 
@@ -96,7 +96,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     except UpstreamNotFound as exc:
         request[CACHE_RESULT] = "negative"
         raise web.HTTPNotFound(text=f"project {project!r} not found\n") from exc
-    except UpstreamError as exc:
+    except (UpstreamError, IntegrityError) as exc:
         raise upstream_failure(exc, f"project {project!r}") from exc
     request[CACHE_RESULT] = result.value
     svc.metrics.cache_results.labels("page", result.value).inc()

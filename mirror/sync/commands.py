@@ -1,0 +1,138 @@
+"""``pypi-mirror sync`` and ``pypi-mirror status``.
+
+Exit codes of ``sync``: 0 the mirror reached the upstream serial the run started from;
+1 it did not (a one-line reason on stderr: deferred or failed projects, upstream
+unavailable); 2 configuration or storage error; 3 another sync holds the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from mirror.config import Config
+from mirror.core.filters import Filters
+from mirror.errors import ConfigError, MirrorError, StorageError
+from mirror.log import configure_logging, get_logger
+from mirror.storage import FileSystemStorage
+from mirror.sync.engine import SyncEngine, SyncResult, filters_from_config
+from mirror.sync.journal import LOCK
+from mirror.sync.lock import SyncLock, SyncLocked
+from mirror.sync.progress import Progress, ProgressReporter, human_bytes
+from mirror.sync.services import sync_services
+from mirror.sync.status import gather_status, render_status
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+
+log = get_logger("mirror.cli")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"pypi-mirror: {message}", file=sys.stderr)
+    return code
+
+
+def run_sync(config: Config) -> int:
+    tty = sys.stderr.isatty()
+    if tty and config.log.level == "info":
+        # The progress line replaces per-project log lines; warnings still show.
+        configure_logging("warning", config.log.format)
+    try:
+        filters = filters_from_config(config)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}", EXIT_CONFIG)
+    root = config.storage.path.expanduser().absolute()
+    lock = SyncLock(root / LOCK)
+    try:
+        lock.acquire()
+    except SyncLocked as exc:
+        return _fail(f"sync not started: {exc}", EXIT_LOCKED)
+    except OSError as exc:
+        return _fail(
+            f"storage path {root} is not usable: {exc.strerror or exc} "
+            f"(configuration: {config.source})",
+            EXIT_CONFIG,
+        )
+    try:
+        try:
+            storage = FileSystemStorage.open(root)
+        except StorageError as exc:
+            return _fail(f"{exc} (configuration: {config.source})", EXIT_CONFIG)
+        progress = Progress()
+        try:
+            result = asyncio.run(_sync(config, storage, filters, progress, tty))
+        except KeyboardInterrupt:
+            return _fail("sync interrupted; run sync again to resume", EXIT_INCOMPLETE)
+        except MirrorError as exc:
+            return _fail(f"sync failed: {exc}", EXIT_INCOMPLETE)
+        except OSError as exc:
+            return _fail(
+                f"sync failed: storage error in {root}: {exc}; "
+                "fix it (disk space, permissions), then run sync again to resume",
+                EXIT_INCOMPLETE,
+            )
+    finally:
+        lock.release()
+    summary = (
+        f"serial {result.serial} (upstream {result.upstream_serial}): "
+        f"{result.projects} projects, +{result.files} files ({human_bytes(result.bytes)}), "
+        f"-{result.removed} files"
+    )
+    if tty:
+        print(f"pypi-mirror: synced to {summary}", file=sys.stderr)
+    log.info(
+        "sync_finished",
+        ok=result.ok,
+        serial=result.serial,
+        upstream_serial=result.upstream_serial,
+        projects=result.projects,
+        files=result.files,
+        bytes=result.bytes,
+        removed=result.removed,
+        deferred=result.deferred,
+        failed=result.failed,
+    )
+    if result.ok:
+        return EXIT_OK
+    return _fail(f"sync incomplete: {result.reason}", EXIT_INCOMPLETE)
+
+
+async def _sync(
+    config: Config,
+    storage: FileSystemStorage,
+    filters: Filters,
+    progress: Progress,
+    tty: bool,
+) -> SyncResult:
+    reporter = ProgressReporter(progress, sys.stderr, tty=tty)
+    async with sync_services(config, storage) as services:
+        engine = SyncEngine(
+            storage,
+            services.upstream,
+            services.pages,
+            services.files,
+            config.sync,
+            filters,
+            progress=progress,
+        )
+        reporter.start()
+        try:
+            return await engine.run(locked=True)
+        finally:
+            await reporter.stop()
+
+
+def run_status(config: Config, *, as_json: bool) -> int:
+    try:
+        status = asyncio.run(gather_status(config))
+    except MirrorError as exc:
+        return _fail(f"{exc} (configuration: {config.source})", EXIT_CONFIG)
+    if as_json:
+        print(json.dumps(status, sort_keys=True))
+    else:
+        print(render_status(status))
+    return EXIT_OK

@@ -1,0 +1,440 @@
+"""The sync engine: plan → journal → workers → finalize. One run per call, resumable.
+
+A run is planned (``sync.plan``) into the journal (``sync.journal``), then ``workers``
+projects are applied at a time (``sync.project``), each finished entry recorded durably.
+When every entry is finished the root pages are rebuilt from ``web/`` and the state moves:
+``serial`` to the run's target, or to just below the lowest serial a deferred or failed
+project still needs; those entries are carried to the next run. A killed run is resumed
+first by the next call, which then plans a fresh run up to the current upstream serial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from mirror.cache.files import FileCache
+from mirror.cache.pages import PageCache
+from mirror.config import Config, SyncConfig
+from mirror.core import layout
+from mirror.core.changelog import PlanEntry
+from mirror.core.filters import FilterError, Filters
+from mirror.core.model import ProjectPage
+from mirror.errors import ConfigError
+from mirror.log import get_logger
+from mirror.storage import FileSystemStorage
+from mirror.sync.journal import (
+    LOCK,
+    Outcome,
+    RunJournal,
+    RunMeta,
+    SyncState,
+    discard_run,
+    load_state,
+    new_run_id,
+    read_deferred,
+    remove_stale_deferred,
+    save_state,
+    summary,
+    write_deferred,
+)
+from mirror.sync.local import rebuild_root
+from mirror.sync.lock import SyncLock
+from mirror.sync.plan import (
+    PlanTarget,
+    chained,
+    changelog_plan,
+    full_plan,
+    root_list,
+    xmlrpc_list,
+)
+from mirror.sync.progress import Progress
+from mirror.sync.project import ProjectResult, ProjectSyncer
+from mirror.sync.xmlrpc import ChangelogClient, XmlRpcUnavailable
+from mirror.upstream.client import UpstreamClient
+
+log = get_logger("mirror.sync")
+
+
+def filters_from_config(config: Config) -> Filters:
+    """The ``[sync]`` filters; a bad entry is a ConfigError naming the key and the file."""
+    sync = config.sync
+    try:
+        return Filters.parse(
+            allow=sync.allow,
+            block=sync.block,
+            exclude_platforms=sync.exclude_platforms,
+            python_versions=sync.python_versions,
+            prereleases=sync.prereleases,
+            keep_latest=sync.keep_latest,
+            max_file_size=sync.max_file_size,
+        )
+    except FilterError as exc:
+        raise ConfigError(f"[sync] {exc}", source=config.source) from exc
+
+
+def mirror_page_filter(filters: Filters) -> Callable[[ProjectPage], ProjectPage | None]:
+    """For ``PageCache``: the page as the filtered mirror keeps it, None when excluded."""
+
+    def apply(page: ProjectPage) -> ProjectPage | None:
+        return filters.apply(page) if filters.project_allowed(page.name) else None
+
+    return apply
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    ok: bool
+    serial: int | None
+    upstream_serial: int | None
+    reason: str | None = None
+    projects: int = 0
+    files: int = 0
+    bytes: int = 0
+    removed: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Execution:
+    """What one pass over a journal did."""
+
+    aborted: str | None = None
+    first_deferred: str | None = None
+    first_failed: str | None = None
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        storage: FileSystemStorage,
+        upstream: UpstreamClient,
+        pages: PageCache,
+        files: FileCache,
+        config: SyncConfig,
+        filters: Filters,
+        *,
+        progress: Progress | None = None,
+        stale_backoff: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.upstream = upstream
+        self.config = config
+        self.filters = filters
+        self.progress = progress or Progress()
+        self.clock = clock
+        self.changelog = ChangelogClient(upstream)
+        self.syncer = ProjectSyncer(
+            storage,
+            upstream,
+            pages,
+            files,
+            filters,
+            file_workers=config.file_workers,
+            stale_retries=config.stale_retries,
+            stale_backoff=stale_backoff,
+            clock=clock,
+        )
+        # After this many projects in a row failed with the upstream unreachable, the run
+        # stops (its journal stays, the next sync resumes) instead of failing them all.
+        self.outage_threshold = max(10, 2 * config.workers)
+
+    async def run(self, *, locked: bool = False) -> SyncResult:
+        """One sync; raises SyncLocked at once if another holds this mirror's lock.
+
+        ``locked``: the caller already holds it (the command line takes it before opening
+        the storage, whose start-up clean-up must not touch a running sync's temp files).
+        """
+        if locked:
+            return await self._run_locked()
+        lock = SyncLock(self.storage.path(LOCK))
+        lock.acquire()
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> SyncResult:
+        await self.syncer.pruner.replay()
+        fingerprint = self.filters.fingerprint()
+        state = await load_state(self.storage)
+        journal = await RunJournal.open(self.storage)
+        if journal is not None:
+            last = state.last_run
+            if last is not None and last.id == journal.meta.id and last.finished is not None:
+                await discard_run(self.storage)  # finalized; only the clean-up was missed
+                journal = None
+            elif journal.meta.filters != fingerprint:
+                log.warning("sync_run_abandoned", run=journal.meta.id, reason="filters changed")
+                await discard_run(self.storage)
+                journal = None
+        if journal is not None:
+            log.info(
+                "sync_resuming",
+                run=journal.meta.id,
+                kind=journal.meta.kind,
+                target=journal.meta.target,
+                entries=journal.meta.count,
+            )
+            execution = await self._execute(journal, state)
+            state = await load_state(self.storage)
+            if execution.aborted:
+                return self._result(state, journal.meta.started_from, execution)
+        journal = await self._plan(state, fingerprint)
+        state = await load_state(self.storage)
+        execution = await self._execute(journal, state)
+        state = await load_state(self.storage)
+        return self._result(state, journal.meta.started_from, execution)
+
+    def _result(self, state: SyncState, started_from: int, execution: _Execution) -> SyncResult:
+        p = self.progress
+        reached = state.serial is not None and state.serial >= started_from
+        reason = None
+        if execution.aborted:
+            reason = execution.aborted
+        elif not reached:
+            reason = (
+                state.last_run.reason
+                if state.last_run and state.last_run.reason
+                else f"the mirror is at serial {state.serial}, upstream at {started_from}"
+            )
+        return SyncResult(
+            ok=reached and not execution.aborted,
+            serial=state.serial,
+            upstream_serial=started_from,
+            reason=reason,
+            projects=p.done,
+            files=p.files,
+            bytes=p.bytes,
+            removed=p.removed,
+            deferred=p.deferred,
+            failed=p.failed,
+        )
+
+    # -- planning -------------------------------------------------------------------------
+
+    async def _plan(self, state: SyncState, fingerprint: str) -> RunJournal:
+        full = state.cursor is None or state.filters != fingerprint
+        force = state.filters is not None and state.filters != fingerprint
+        target = PlanTarget(serial=0)
+        carried = read_deferred(self.storage, state.deferred)
+        upstream_serial: int | None
+        try:
+            upstream_serial = await self.changelog.last_serial()
+        except XmlRpcUnavailable as exc:
+            log.warning("xmlrpc_unavailable", error=str(exc), fallback="JSON /simple/ root")
+            upstream_serial = None
+        batches: AsyncIterator[list[PlanEntry]]
+        if upstream_serial is not None and not full:
+            assert state.cursor is not None
+            kind = "changelog"
+            plan = changelog_plan(
+                self.changelog, self.filters, state.cursor, upstream_serial, target
+            )
+            batches = chained(carried, plan)
+        elif upstream_serial is not None:
+            kind = "full"
+            target.serial = upstream_serial
+            listing = xmlrpc_list(self.changelog)
+            plan = full_plan(self.storage, listing, self.filters, force=force, target=target)
+            batches = chained(carried, plan)
+        else:
+            kind = "root"
+            listing = root_list(self.upstream, target)
+            plan = full_plan(self.storage, listing, self.filters, force=force, target=target)
+            batches = chained(carried, plan)
+        run_id = new_run_id()
+        started = self.clock()
+        log.info("sync_planning", run=run_id, kind=kind, cursor=state.cursor, force=force)
+
+        def make_meta(count: int) -> RunMeta:
+            return RunMeta(
+                id=run_id,
+                kind=kind,
+                target=target.serial,
+                started_from=upstream_serial if upstream_serial is not None else target.serial,
+                filters=fingerprint,
+                count=count,
+                started=started,
+                force=force,
+            )
+
+        journal = await RunJournal.create(self.storage, batches, make_meta)
+        log.info(
+            "sync_planned",
+            run=run_id,
+            kind=kind,
+            target=journal.meta.target,
+            entries=journal.meta.count,
+            listed=target.listed,
+        )
+        await save_state(self.storage, dataclasses.replace(state, last_run=summary(journal.meta)))
+        return journal
+
+    # -- execution ------------------------------------------------------------------------
+
+    async def _execute(self, journal: RunJournal, state: SyncState) -> _Execution:
+        finished = await journal.finished()
+        p = self.progress
+        p.total += journal.meta.count
+        p.done += finished.count
+        execution = _Execution()
+        workers = self.config.workers
+        queue: asyncio.Queue[tuple[int, PlanEntry] | None] = asyncio.Queue(maxsize=2 * workers)
+        users: dict[str, tuple[asyncio.Lock, int]] = {}
+        unavailable_in_a_row = 0
+
+        async def produce() -> None:
+            async for batch in journal.entries(skip=finished):
+                if execution.aborted:
+                    break
+                for item in batch:
+                    await queue.put(item)
+            for _ in range(workers):
+                await queue.put(None)
+
+        async def apply(entry: PlanEntry) -> ProjectResult:
+            lock, count = users.get(entry.project, (asyncio.Lock(), 0))
+            users[entry.project] = (lock, count + 1)
+            try:
+                async with lock:  # the same project twice in a plan: one at a time, in order
+                    return await self.syncer.apply(entry)
+            finally:
+                lock, count = users[entry.project]
+                if count <= 1:
+                    del users[entry.project]
+                else:
+                    users[entry.project] = (lock, count - 1)
+
+        async def consume() -> None:
+            nonlocal unavailable_in_a_row
+            while (item := await queue.get()) is not None:
+                if execution.aborted:
+                    continue
+                index, entry = item
+                result = await apply(entry)
+                # Failures are retried when the run resumes; deferrals wait for the next run.
+                await journal.record(index, result.outcome)
+                self._count(result, execution)
+                unavailable_in_a_row = unavailable_in_a_row + 1 if result.unavailable else 0
+                if unavailable_in_a_row >= self.outage_threshold and not execution.aborted:
+                    execution.aborted = (
+                        f"upstream unavailable ({result.reason}); "
+                        "run sync again to resume where this run stopped"
+                    )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(produce())
+                for _ in range(workers):
+                    group.create_task(consume())
+        finally:
+            journal.close()
+        if execution.aborted:
+            log.error("sync_aborted", run=journal.meta.id, reason=execution.aborted)
+            last = summary(
+                journal.meta,
+                finished=self.clock(),
+                result="failed",
+                reason=execution.aborted,
+                **self._totals(),
+            )
+            await save_state(self.storage, dataclasses.replace(state, last_run=last))
+            return execution
+        await self._finalize(journal, state, execution)
+        return execution
+
+    def _count(self, result: ProjectResult, execution: _Execution) -> None:
+        p = self.progress
+        p.done += 1
+        p.files += result.files_added
+        p.bytes += result.bytes_added
+        p.removed += result.files_removed
+        if result.outcome is Outcome.DEFERRED:
+            p.deferred += 1
+            execution.first_deferred = execution.first_deferred or (
+                f"{result.project}: {result.reason}"
+            )
+        elif result.outcome is Outcome.FAILED:
+            p.failed += 1
+            execution.first_failed = execution.first_failed or f"{result.project}: {result.reason}"
+
+    def _totals(self) -> dict[str, int]:
+        p = self.progress
+        return {
+            "projects": p.done,
+            "files": p.files,
+            "bytes": p.bytes,
+            "removed_files": p.removed,
+            "deferred": p.deferred + p.failed,
+        }
+
+    async def _finalize(
+        self, journal: RunJournal, state: SyncState, execution: _Execution
+    ) -> None:
+        meta = journal.meta
+        lowest: int | None = None
+
+        async def carried() -> AsyncIterator[list[PlanEntry]]:
+            nonlocal lowest
+            async for batch in journal.carried_entries():
+                low = min(entry.serial for entry in batch)
+                lowest = low if lowest is None else min(lowest, low)
+                yield batch
+
+        rel = f"state/sync/deferred-{meta.id}"
+        count = await write_deferred(self.storage, rel, carried())
+        serial = meta.target
+        if count == 0:
+            await self.storage.delete(rel)
+        elif lowest is not None:
+            serial = max(min(meta.target, lowest - 1), 0)
+        if meta.count or not await self.storage.exists(layout.simple_root("index.v1_json")):
+            projects = await rebuild_root(self.storage, serial)
+            log.info("root_rebuilt", projects=projects, serial=serial)
+        reason = None
+        if count:
+            details = "; ".join(
+                text
+                for text in (
+                    execution.first_deferred and f"stale page ({execution.first_deferred})",
+                    execution.first_failed and f"failed ({execution.first_failed})",
+                )
+                if text
+            )
+            reason = (
+                f"{count} project(s) not applied and carried to the next run, first: "
+                f"{details or 'from an earlier pass'}; run sync again later"
+            )
+        new_state = SyncState(
+            serial=serial,
+            cursor=meta.target,
+            filters=meta.filters,
+            deferred=rel if count else None,
+            deferred_count=count,
+            last_run=summary(
+                meta,
+                finished=self.clock(),
+                result="ok" if count == 0 else "incomplete",
+                reason=reason,
+                **self._totals(),
+            ),
+        )
+        await save_state(self.storage, new_state)
+        await asyncio.get_running_loop().run_in_executor(
+            None, remove_stale_deferred, self.storage, new_state.deferred
+        )
+        await discard_run(self.storage)
+        log.info(
+            "sync_run_finished",
+            run=meta.id,
+            kind=meta.kind,
+            serial=serial,
+            target=meta.target,
+            carried=count,
+        )

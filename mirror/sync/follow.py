@@ -1,0 +1,195 @@
+"""``serve`` with ``[sync] interval > 0``: follow the upstream changelog in the same process.
+
+- ``mode = "mirror"``: every interval, one ``SyncEngine`` run (skipped while a
+  ``pypi-mirror sync`` holds the lock).
+- ``mode = "cache"``: every interval, read the changelog since the last round and refresh
+  (or drop) only the projects the pull-through cache already holds, whatever their
+  ``index-ttl``; files a refreshed page no longer lists are removed, JSON API copies are
+  marked stale, negative entries for projects that now exist are forgotten. A page still
+  older than the changelog promised keeps the cursor below that serial, so the project is
+  looked at again next round. The first round only records where the changelog is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from mirror.cache.files import FileCache
+from mirror.cache.pages import PageCache
+from mirror.config import Config
+from mirror.core import layout
+from mirror.core.changelog import PlanEntry, collapse
+from mirror.core.filters import Filters
+from mirror.errors import MirrorError, UpstreamError, UpstreamNotFound
+from mirror.log import get_logger
+from mirror.storage import FileSystemStorage
+from mirror.sync.engine import SyncEngine
+from mirror.sync.lock import SyncLocked
+from mirror.sync.project import bounded
+from mirror.sync.prune import Pruner, json_meta
+from mirror.sync.xmlrpc import ChangelogClient
+from mirror.upstream.client import UpstreamClient
+
+log = get_logger("mirror.sync.follow")
+
+CACHE_CURSOR = "state/sync/cache-cursor"
+
+
+class ChangelogFollower:
+    def __init__(
+        self,
+        config: Config,
+        storage: FileSystemStorage,
+        upstream: UpstreamClient,
+        pages: PageCache,
+        files: FileCache,
+        filters: Filters,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.upstream = upstream
+        self.pages = pages
+        self.files = files
+        self.filters = filters
+        self.changelog = ChangelogClient(upstream)
+        self.pruner = Pruner(storage, pages)
+        self.rounds = 0
+        self._round_done = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        interval = self.config.sync.interval
+        while True:
+            started = time.monotonic()
+            try:
+                await self.round()
+            except MirrorError as exc:
+                log.warning("changelog_round_failed", mode=self.config.sync.mode, error=str(exc))
+            async with self._round_done:
+                self.rounds += 1
+                self._round_done.notify_all()
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def wait_rounds(self, count: int) -> None:
+        """Until ``count`` rounds have finished since start (for tests and operators)."""
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self.rounds >= count)
+
+    async def round(self) -> None:
+        if self.config.sync.mode == "mirror":
+            await self._mirror_round()
+        else:
+            await self._cache_round()
+
+    async def _mirror_round(self) -> None:
+        engine = SyncEngine(
+            self.storage, self.upstream, self.pages, self.files, self.config.sync, self.filters
+        )
+        try:
+            result = await engine.run()
+        except SyncLocked as exc:
+            log.info("sync_round_skipped", reason=str(exc))
+            return
+        log.info(
+            "sync_round_finished",
+            ok=result.ok,
+            serial=result.serial,
+            upstream_serial=result.upstream_serial,
+            reason=result.reason,
+        )
+
+    async def _cache_round(self) -> None:
+        cursor = await self._cursor()
+        upstream_serial = await self.changelog.last_serial()
+        if cursor is None or cursor > upstream_serial:
+            await self._save_cursor(upstream_serial)
+            log.info("changelog_follow_started", serial=upstream_serial)
+            return
+        since = cursor
+        lagging: int | None = None
+        while since < upstream_serial:
+            events = await self.changelog.since(since)
+            if not events:
+                break
+            newest = max(event.serial for event in events)
+            if newest <= since:
+                break
+            stale: list[int] = []
+
+            async def refresh(entry: PlanEntry, stale: list[int] = stale) -> None:
+                if not await self._refresh_cached(entry):
+                    stale.append(entry.serial)
+
+            await bounded(collapse(events, lambda _name: True), self.config.sync.workers, refresh)
+            if stale:
+                low = min(stale)
+                lagging = low if lagging is None else min(lagging, low)
+            since = newest
+        new_cursor = since if lagging is None else min(since, lagging - 1)
+        await self._save_cursor(max(new_cursor, cursor))
+        log.info("changelog_followed", cursor=new_cursor, upstream_serial=upstream_serial)
+
+    async def _refresh_cached(self, entry: PlanEntry) -> bool:
+        """Refresh one project if the cache holds it; False when its page is still stale."""
+        project = entry.project
+        await self.storage.delete(layout.state_negative(project))
+        if not await self.pages.has_page(project):
+            return True
+        old = await self.pruner.web_listed(project)
+        try:
+            await self.pages.refresh(project)
+        except UpstreamNotFound:
+            # PageCache forgot the pages; the files and JSON go with them.
+            await self.pruner.intend(project, old)
+            removed = await self.pruner.execute(project, old)
+            await self._mark_json_stale(project, drop=True)
+            log.info("cached_project_dropped", project=project, files=removed)
+            return entry.expect_gone
+        except UpstreamError as exc:
+            log.warning("cached_project_refresh_failed", project=project, error=str(exc))
+            return False
+        meta = await self.pages.meta(project)
+        if meta is not None and meta.last_serial is not None and meta.last_serial < entry.serial:
+            log.info(
+                "upstream_page_stale",
+                project=project,
+                serial=meta.last_serial,
+                promised=entry.serial,
+            )
+            return False
+        gone = old - await self.pruner.web_listed(project)
+        if gone:
+            await self.pruner.intend(project, gone)
+            await self.pruner.execute(project, gone)
+        await self._mark_json_stale(project, drop=False)
+        log.info("cached_project_refreshed", project=project, serial=entry.serial)
+        return True
+
+    async def _mark_json_stale(self, project: str, *, drop: bool) -> None:
+        """Make cached JSON API answers revalidate (or, for a removed project, go)."""
+        await self.storage.delete(json_meta(project))
+        async for info in self.storage.iter_files(f"state/pypi/{project}"):
+            await self.storage.delete(info.rel)
+        if drop:
+            async for info in self.storage.iter_files(f"web/pypi/{project}"):
+                await self.storage.delete(info.rel)
+
+    async def _cursor(self) -> int | None:
+        data = await self.storage.read_bytes(CACHE_CURSOR, limit=64)
+        text = data.decode("ascii", "replace").strip() if data else ""
+        return int(text) if text.isdigit() else None
+
+    async def _save_cursor(self, serial: int) -> None:
+        await self.storage.write_bytes(CACHE_CURSOR, f"{serial}\n".encode())
