@@ -393,6 +393,13 @@ def config_from_mapping(
         for name, cls in _SECTIONS.items()
     }
     _check_tuf(sections["tuf"], source)
+    if sections["sync"].mode == "mirror" and sections["cache"].max_size:
+        raise ConfigError(
+            'evicting files contradicts [sync] mode = "mirror", which must keep every file '
+            "it lists; set [cache] max-size = 0 or use the default mode = \"cache\"",
+            source=source,
+            key="cache.max-size",
+        )
     return Config(source=source, **sections)
 
 

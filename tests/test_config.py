@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -122,3 +123,22 @@ def test_unusable_storage_path_stops_start_up(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StorageError, match=r"\[storage\] path"):
         FileSystemStorage.open(blocker / "sub")
+
+
+def test_eviction_is_refused_for_a_full_mirror(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[sync]\nmode = "mirror"\n[cache]\nmax-size = "10GB"\n')
+    with pytest.raises(ConfigError, match=r"cache\.max-size"):
+        load_config(path, env={})
+
+
+def test_start_up_keeps_fresh_temp_files_of_a_running_sync(tmp_path: Path) -> None:
+    storage = FileSystemStorage.open(tmp_path)
+    fresh = tmp_path / "tmp" / "live.part"
+    stale = tmp_path / "tmp" / "dead.part"
+    fresh.write_bytes(b"x")
+    stale.write_bytes(b"x")
+    os.utime(stale, (1, 1))
+    FileSystemStorage.open(tmp_path)
+    assert fresh.exists() and not stale.exists()
+    assert storage.root == tmp_path.resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -13,8 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import RunningMirror, free_port
+from tests.conftest import MirrorFactory, RunningMirror, free_port
 from tests.fakepypi import FakePyPI
+from tests.sync_helpers import run_sync, sync_config
 from tests.test_e2e_clients import installed_version, pip_install, publish_corpus, uv_install
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,44 +61,45 @@ http {{
     return main
 
 
-@pytest.fixture
-async def nginx(tmp_path: Path, mirror: RunningMirror) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def running_nginx(workdir: Path, web_root: Path, daemon_port: int) -> AsyncIterator[str]:
+    """nginx on deploy/nginx.conf over ``web_root``, falling back to the daemon's port."""
     assert NGINX is not None
     port = free_port()
-    conf = nginx_config(tmp_path / "nginx", mirror.root / "web", mirror.port, port)
+    conf = nginx_config(workdir, web_root, daemon_port, port)
+    log = str(workdir / "error.log")
     check = await asyncio.create_subprocess_exec(
         NGINX,
         "-t",
         "-c",
         str(conf),
         "-e",
-        str(tmp_path / "nginx" / "error.log"),
+        log,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await check.communicate()
     assert check.returncode == 0, out.decode()
-    proc = await asyncio.create_subprocess_exec(
-        NGINX,
-        "-c",
-        str(conf),
-        "-e",
-        str(tmp_path / "nginx" / "error.log"),
-    )
+    proc = await asyncio.create_subprocess_exec(NGINX, "-c", str(conf), "-e", log)
     url = f"http://127.0.0.1:{port}/"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(url + "health") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
     try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(url + "simple/"):
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
         yield url
     finally:
         proc.terminate()
         await proc.wait()
+
+
+@pytest.fixture
+async def nginx(tmp_path: Path, mirror: RunningMirror) -> AsyncIterator[str]:
+    async with running_nginx(tmp_path / "nginx", mirror.root / "web", mirror.port) as url:
+        yield url
 
 
 class Via:
@@ -152,3 +155,24 @@ async def test_nginx_negotiates_types_and_serves_precompressed_pages(
         wheel = page["files"][0]["url"].removeprefix("../../")
         async with session.get(nginx + wheel, headers={"Range": "bytes=0-3"}) as resp:
             assert resp.status == 206 and await resp.read() == b"PK\x03\x04"
+
+
+async def test_pip_and_uv_install_from_a_synced_tree_served_by_nginx(
+    tmp_path: Path, upstream: FakePyPI, make_mirror: MirrorFactory
+) -> None:
+    """bandersnatch-style: `sync` builds the web root, nginx serves it with the daemon offline."""
+    publish_corpus(tmp_path, upstream)
+    root = tmp_path / "synced"
+    result = await run_sync(sync_config(upstream, root))
+    assert result.ok, result.reason
+    await upstream.stop()
+    offline = await make_mirror({"serve": {"offline": True}}, storage=root)
+    async with running_nginx(tmp_path / "nginx-synced", root / "web", offline.port) as url:
+        via = Via(url, root)
+        code, out = await pip_install(via, tmp_path / "p", "e2e-app", "e2e-plain")  # type: ignore[arg-type]
+        assert code == 0, out
+        assert await installed_version(tmp_path / "p", "e2e_dep") == "1.0"
+        await offline.stop()  # uv gets everything from nginx alone
+        code, out = await uv_install(via, tmp_path / "u", "e2e-app", "e2e-plain")  # type: ignore[arg-type]
+        assert code == 0, out
+        assert await installed_version(tmp_path / "u", "e2e_plain") == "0.3"

@@ -24,6 +24,9 @@ from mirror.errors import StorageError, UnsafePathError
 from mirror.storage.base import FileInfo
 
 _FORBIDDEN_CHARS = ("\x00", "\\")
+# A temp file untouched this long belongs to a process that died (a live download writes
+# to it continually); younger ones may belong to a `sync` running beside `serve`.
+TEMP_FILE_MAX_IDLE = 3600.0
 
 
 def check_rel(rel: str) -> list[str]:
@@ -129,11 +132,11 @@ class FileSystemStorage:
                 "set [storage] path to a writable directory"
             ) from exc
         storage = cls(root.resolve())
-        storage.clean_tmp()
+        storage.clean_tmp(older_than=TEMP_FILE_MAX_IDLE)
         return storage
 
     def clean_tmp(self, older_than: float = 0.0) -> int:
-        """Remove leftover temp files (from a killed process). Blocking; start-up only."""
+        """Remove temp files idle for ``older_than`` seconds (left by a killed process)."""
         removed = 0
         now = time.time()
         for entry in os.scandir(self.root / "tmp"):
