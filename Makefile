@@ -43,8 +43,26 @@ unit: $(VENV)/.installed-test system-deps
 
 test: lint typecheck unit
 
-bench: $(VENV)/.installed-test
-	$(BIN)/python bench/run.py
+# `make bench` (bench/README.md): ours against peers measured in the same run; not part of
+# `make test`. The peers get their own venv; wrk (the warm phases' load generator) comes
+# from Debian's packages when missing and we are root. BENCH_ARGS="--quick" for a smoke run.
+BENCH_PEERS := bench/.venv-peers
+
+$(BENCH_PEERS)/.installed: bench/peers.txt
+	$(PYTHON) -m venv $(BENCH_PEERS)
+	$(BENCH_PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_PEERS)/bin/python -m pip install --quiet -r bench/peers.txt
+	touch $@
+
+bench: $(VENV)/.installed-test $(BENCH_PEERS)/.installed system-deps
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk is missing: the warm phases fall back to the slower aiohttp client"; \
+	  fi; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

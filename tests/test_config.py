@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -132,13 +134,22 @@ def test_eviction_is_refused_for_a_full_mirror(tmp_path: Path) -> None:
         load_config(path, env={})
 
 
-def test_start_up_keeps_fresh_temp_files_of_a_running_sync(tmp_path: Path) -> None:
+def test_start_up_removes_temp_files_of_dead_processes_only(tmp_path: Path) -> None:
     storage = FileSystemStorage.open(tmp_path)
-    fresh = tmp_path / "tmp" / "live.part"
-    stale = tmp_path / "tmp" / "dead.part"
-    fresh.write_bytes(b"x")
-    stale.write_bytes(b"x")
-    os.utime(stale, (1, 1))
-    FileSystemStorage.open(tmp_path)
-    assert fresh.exists() and not stale.exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        live_part = tmp_path / "tmp" / f"{alive.pid}.abc.x.whl.part"
+        dead_part = tmp_path / "tmp" / f"{dead.pid}.abc.x.whl.part"
+        old_part = tmp_path / "tmp" / f"{alive.pid}.def.y.whl.part"
+        for part in (live_part, dead_part, old_part):
+            part.write_bytes(b"x")
+        os.utime(old_part, (1, 1))
+        FileSystemStorage.open(tmp_path)
+        assert live_part.exists()
+        assert not dead_part.exists() and not old_part.exists()
+    finally:
+        alive.kill()
+        alive.wait()
     assert storage.root == tmp_path.resolve()

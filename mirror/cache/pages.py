@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -49,6 +50,7 @@ UPSTREAM_ACCEPT = (
 )
 PAGE_FILES = ("index.html", "index.v1_html", "index.v1_json")
 GZIP_MIN_SIZE = 1024
+SERVED_META_ENTRIES = 50_000
 
 
 class CacheResult(Enum):
@@ -117,6 +119,10 @@ class PageCache:
         self.negative_ttl = negative_ttl
         self.clock = clock
         self._inflight: dict[str, asyncio.Task[CacheResult]] = {}
+        # Meta of pages known to be on disk, so that a hit costs no disk I/O before sendfile.
+        # Only this process writes pages it serves in pull-through mode; a sync beside it runs
+        # with mode = "mirror", where freshness is the sync's business, not the TTL's.
+        self._served: OrderedDict[str, PageMeta] = OrderedDict()
 
     @property
     def offline(self) -> bool:
@@ -132,18 +138,39 @@ class PageCache:
     async def has_page(self, project: str) -> bool:
         return await self.storage.exists(layout.simple_page(project, "index.v1_json"))
 
+    def _remember(self, project: str, meta: PageMeta) -> None:
+        self._served[project] = meta
+        self._served.move_to_end(project)
+        while len(self._served) > SERVED_META_ENTRIES:
+            self._served.popitem(last=False)
+
+    async def served_meta(self, project: str) -> PageMeta | None:
+        """The meta of a page known to be on disk (memory first: the hot path of a hit)."""
+        meta = self._served.get(project)
+        return meta if meta is not None else await self.meta(project)
+
     async def ensure(self, project: str) -> CacheResult:
         """Make the project's pages current enough to serve.
 
         Raises UpstreamNotFound when upstream has no such project, and other UpstreamErrors
         when nothing usable is cached and upstream cannot be reached.
         """
+        known = self._served.get(project)
+        if known is not None and (
+            self.offline
+            or decide(fetched_at=known.fetched_at, now=self.clock(), ttl=self.ttl, offline=False)
+            is Freshness.SERVE
+        ):
+            return CacheResult.HIT
         meta = await self.meta(project)
         has_page = meta is not None and await self.has_page(project)
         if self.offline:
             if await self.has_page(project):
+                self._remember(project, meta or PageMeta(fetched_at=0.0))
                 return CacheResult.HIT
             raise UpstreamNotFound(f"simple/{project}/")
+        if meta is not None and has_page:
+            self._remember(project, meta)
         decision = decide(
             fetched_at=meta.fetched_at if (meta and has_page) else None,
             now=self.clock(),
@@ -255,6 +282,8 @@ class PageCache:
 
     async def _write_meta(self, project: str, meta: PageMeta) -> None:
         await self.storage.write_bytes(layout.state_page(project) + ".meta", meta.dump())
+        if project in self._served:
+            self._remember(project, meta)
 
     async def upstream_page(self, project: str) -> ProjectPage | None:
         """The upstream page as last fetched (upstream URLs), or None."""
@@ -329,6 +358,7 @@ class PageCache:
 
     async def forget(self, project: str) -> None:
         """Drop a project's pages (upstream no longer has it)."""
+        self._served.pop(project, None)
         for name in PAGE_FILES:
             await self.storage.delete(layout.simple_page(project, name))
             await self.storage.delete(layout.simple_page(project, name) + ".gz")

@@ -7,6 +7,7 @@ binds the request id and turns unexpected exceptions into a plain 500.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,9 @@ from mirror.server.keys import CACHE_RESULT, METRICS, REQUEST_ID
 log = get_logger("mirror.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Unique per process and cheap: a random prefix and a counter (no urandom per request).
+_request_ids = (f"{secrets.token_hex(4)}-{n:x}" for n in itertools.count(1))
 
 
 def _route_name(request: web.BaseRequest) -> str:
@@ -44,7 +48,7 @@ def _bytes_sent(request: web.BaseRequest, response: web.StreamResponse) -> int:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request_id = request.headers.get("X-Request-Id", "")[:64] or next(_request_ids)
     request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:

@@ -107,7 +107,8 @@ class _ReaderFileResponse(web.FileResponse):
 
 async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.StreamResponse:
     path = svc.storage.path(rel)
-    _touch_later(svc, rel)
+    if svc.evictor is not None:  # access times matter only for eviction
+        _touch_later(svc, rel)
     return _ReaderFileResponse(path, svc.files, rel, file_headers(path.name))
 
 

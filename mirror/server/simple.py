@@ -100,7 +100,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         raise upstream_failure(exc, f"project {project!r}") from exc
     request[CACHE_RESULT] = result.value
     svc.metrics.cache_results.labels("page", result.value).inc()
-    meta = await svc.pages.meta(project)
+    meta = await svc.pages.served_meta(project)
     serial = meta.last_serial if meta else None
     if svc.pages.offline:
         return await _offline_page(request, project, fmt, serial)

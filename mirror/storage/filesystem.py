@@ -24,8 +24,7 @@ from mirror.errors import StorageError, UnsafePathError
 from mirror.storage.base import FileInfo
 
 _FORBIDDEN_CHARS = ("\x00", "\\")
-# A temp file untouched this long belongs to a process that died (a live download writes
-# to it continually); younger ones may belong to a `sync` running beside `serve`.
+# A temp file untouched this long is abandoned even if its PID is alive again (reused).
 TEMP_FILE_MAX_IDLE = 3600.0
 
 
@@ -45,7 +44,9 @@ class FileSystemWriter:
         self._storage = storage
         self._dest = storage.path(rel)
         name = self._dest.name[-80:]
-        self._temp = storage.root / "tmp" / f"{secrets.token_hex(8)}.{name}.part"
+        # The writer's PID leads the name, so that start-up can tell a dead process's
+        # leftovers from the live downloads of a `sync` or `serve` running beside it.
+        self._temp = storage.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(8)}.{name}.part"
         self._file: Any = None
         self._written = 0
         self._done = False
@@ -132,16 +133,20 @@ class FileSystemStorage:
                 "set [storage] path to a writable directory"
             ) from exc
         storage = cls(root.resolve())
-        storage.clean_tmp(older_than=TEMP_FILE_MAX_IDLE)
+        storage.clean_tmp()
         return storage
 
-    def clean_tmp(self, older_than: float = 0.0) -> int:
-        """Remove temp files idle for ``older_than`` seconds (left by a killed process)."""
+    def clean_tmp(self, older_than: float = TEMP_FILE_MAX_IDLE) -> int:
+        """Remove temp files of processes that are gone, and any idle for ``older_than``."""
         removed = 0
         now = time.time()
         for entry in os.scandir(self.root / "tmp"):
             with contextlib.suppress(OSError):
-                if entry.is_file() and now - entry.stat().st_mtime >= older_than:
+                if not entry.is_file():
+                    continue
+                owner = _owner_pid(entry.name)
+                idle = now - entry.stat().st_mtime >= older_than
+                if idle or owner is None or not _process_alive(owner):
                     os.unlink(entry.path)
                     removed += 1
         return removed
@@ -226,6 +231,23 @@ class FileSystemStorage:
                 else:
                     rel = path.relative_to(self.root).as_posix()
                     yield FileInfo(rel, size, mtime, atime)
+
+
+def _owner_pid(temp_name: str) -> int | None:
+    head = temp_name.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_regular(mode: int) -> bool:
