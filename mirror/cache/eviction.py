@@ -53,6 +53,7 @@ class Evictor:
         self.in_use = in_use
         self.interval = interval
         self.total: int | None = None
+        self.on_evict: Callable[[str], None] = lambda _rel: None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -103,6 +104,7 @@ class Evictor:
                 continue
             if not await self.storage.delete(rel):
                 continue
+            self.on_evict(rel)
             freed += size
             self.metrics.evicted_files.inc()
             sidecar = await self.storage.stat(rel + ".metadata")

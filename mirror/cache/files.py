@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import zipfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, KeysView
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ log = get_logger("mirror.files")
 
 HOLDBACK = 64 * 1024
 METADATA_LIMIT = 16 * 1024**2
+PRESENT_ENTRIES = 100_000
 
 
 class Download:
@@ -112,8 +113,27 @@ class FileCache:
         self.metrics = metrics
         self.on_commit = on_commit
         self.readers: Counter[str] = Counter()
+        # Files recently seen on disk: a hit then costs one executor hop (the sendfile's).
+        # Eviction forgets what it removes; a file removed behind our back is a 404.
+        self._present: OrderedDict[str, None] = OrderedDict()
         self._downloads: dict[str, Download] = {}
         self._metadata_inflight: dict[str, asyncio.Task[bool]] = {}
+
+    def known_present(self, rel: str) -> bool:
+        if rel in self._present:
+            self._present.move_to_end(rel)
+            return True
+        return False
+
+    def note_present(self, rel: str) -> None:
+        self._present[rel] = None
+        self._present.move_to_end(rel)
+        while len(self._present) > PRESENT_ENTRIES:
+            self._present.popitem(last=False)
+
+    def forget_present(self, rel: str) -> None:
+        self._present.pop(rel, None)
+        self._present.pop(rel + ".metadata", None)
 
     @property
     def downloading(self) -> KeysView[str]:

@@ -70,6 +70,7 @@ def build_services(
     )
     if evictor is not None:
         evictor.in_use = lambda rel: rel in files.readers or rel in files.downloading
+        evictor.on_evict = files.forget_present
     return Services(
         config=config,
         storage=storage,

@@ -52,7 +52,8 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     path, is_metadata = _parse(request.match_info["tail"])
     rel = path.web_metadata if is_metadata else path.web
-    if await svc.storage.stat(rel) is not None:
+    if svc.files.known_present(rel) or await svc.storage.stat(rel) is not None:
+        svc.files.note_present(rel)
         request[CACHE_RESULT] = "hit"
         svc.metrics.cache_results.labels("file", "hit").inc()
         return await _serve_stored(request, svc, rel)
