@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mirror.config import Config
-
 from tests.fakepypi import FakePyPI, build_wheel
 from tests.sync_helpers import check_invariants, filenames, package_files, run_sync, sync_config
 from tests.tufrepo import TufRepo
