@@ -76,6 +76,8 @@ class UpstreamConfig:
     timeout: float = field(default=30.0, metadata=_kind("float", minimum=0.1))
     retries: int = field(default=3, metadata=_kind("int", minimum=0, maximum=20))
     max_page_size: int = field(default=128 * 1024**2, metadata=_kind("size"))
+    # Bound for a file whose size neither the index nor the upstream's headers state.
+    max_file_size: int = field(default=20 * 1024**3, metadata=_kind("size"))
     connections: int = field(default=64, metadata=_kind("int", minimum=1, maximum=10000))
 
     @property
@@ -396,7 +398,7 @@ def config_from_mapping(
     if sections["sync"].mode == "mirror" and sections["cache"].max_size:
         raise ConfigError(
             'evicting files contradicts [sync] mode = "mirror", which must keep every file '
-            "it lists; set [cache] max-size = 0 or use the default mode = \"cache\"",
+            'it lists; set [cache] max-size = 0 or use the default mode = "cache"',
             source=source,
             key="cache.max-size",
         )

@@ -291,3 +291,29 @@ async def test_a_file_being_read_is_not_evicted(
         assert (mirror.root / rel).exists()
     await evictor.evict()
     assert not (mirror.root / rel).exists()
+
+
+async def test_a_made_up_legacy_filename_costs_few_upstream_requests(
+    upstream: FakePyPI, mirror: RunningMirror
+) -> None:
+    name = "-".join(f"a{i}" for i in range(60)) + "-1.0.tar"
+    status, _, _ = await mirror.get("/packages/ab/ab/" + "0" * 60 + "/" + name)
+    assert status == 404
+    assert upstream.count("/simple/") <= 3
+
+
+async def test_client_hanging_up_on_a_miss_leaves_the_download_to_finish(
+    tmp_path: Path, upstream: FakePyPI, mirror: RunningMirror
+) -> None:
+    big = build_sdist(tmp_path, "hangup", "1.0", pad_bytes=3_000_000)
+    record = upstream.add_file("hangup", big)
+    await fetch_page(mirror, "hangup")
+    upstream.delay = 0.1
+    assert mirror.session is not None
+    async with mirror.session.get(mirror.url + record.url_path.lstrip("/")) as resp:
+        assert resp.status == 200
+        await resp.content.read(1000)
+    # The first client gave up; the file is still fetched once, verified and served whole.
+    status, _, body = await mirror.get(record.url_path)
+    assert status == 200 and body == big.read_bytes()
+    assert upstream.count(record.url_path) == 1

@@ -200,3 +200,18 @@ async def test_kill_9_mid_sync_then_resume_gives_the_same_tree_as_a_clean_sync(
     assert len(filenames(root, "proj079")) == 4
     check_invariants(root)
     assert not list((root / "tmp").iterdir())
+
+
+async def test_a_storage_failure_is_one_line_not_a_traceback(
+    tmp_path: Path, upstream: FakePyPI
+) -> None:
+    record = upstream.add_file("demo", build_wheel(tmp_path / "dist", "demo", "1.0"))
+    root = tmp_path / "mirror"
+    obstacle = root / "web" / "packages" / record.url_path.split("/")[2]
+    obstacle.parent.mkdir(parents=True)
+    obstacle.write_bytes(b"a file where a directory must go")
+    config = write_config(tmp_path, upstream, root)
+    code, _, err = await cli("sync", "-c", str(config))
+    assert code == 1
+    assert "Traceback" not in err and "ExceptionGroup" not in err
+    assert err.strip().count("\n") == 0 and "Not a directory" in err

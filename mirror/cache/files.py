@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import zipfile
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, KeysView
+from collections.abc import AsyncIterator, Callable, KeysView, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +21,16 @@ from mirror.cache.pages import PageCache
 from mirror.core.layout import PackagePath
 from mirror.core.names import is_wheel, project_candidates_from_filename
 from mirror.core.rewrite import MirroredFile, find_file
-from mirror.core.verify import StreamVerifier
-from mirror.errors import IntegrityError, MirrorError, TrustError, UpstreamError, UpstreamNotFound
+from mirror.core.verify import SUPPORTED, StreamVerifier
+from mirror.errors import (
+    IntegrityError,
+    MirrorError,
+    StorageError,
+    TrustError,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTooLarge,
+)
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.storage import FileSystemStorage
@@ -34,6 +42,7 @@ log = get_logger("mirror.files")
 HOLDBACK = 64 * 1024
 METADATA_LIMIT = 16 * 1024**2
 PRESENT_ENTRIES = 100_000
+MAX_CANDIDATES = 3
 
 
 class Download:
@@ -55,8 +64,10 @@ class Download:
     async def wait(self) -> None:
         assert self.task is not None
         await asyncio.shield(self.task)
-        if self.error is not None:
+        if isinstance(self.error, MirrorError):
             raise self.error
+        if self.error is not None:
+            raise StorageError(f"download of {self.item.path.rel} failed: {self.error!r}")
 
     async def progressed(self, seen: int) -> None:
         async with self.changed:
@@ -88,6 +99,12 @@ def merge_expectations(
             )
         merged[algorithm] = value
     return merged
+
+
+def _verifiable(core: object) -> bool:
+    """Upstream's .metadata is fetched only when a digest we check vouches for it (else it
+    is taken from the verified wheel)."""
+    return isinstance(core, Mapping) and any(a in SUPPORTED for a in core)
 
 
 @dataclass(frozen=True)
@@ -162,7 +179,11 @@ class FileCache:
 
     async def locate(self, path: PackagePath) -> Located | None:
         """Which project lists this file, by its filename and the cached (or fetched) pages."""
-        for project in project_candidates_from_filename(path.filename):
+        candidates = project_candidates_from_filename(path.filename)[:MAX_CANDIDATES]
+        cached = [p for p in candidates if await self.pages.has_page(p)]
+        # Cached pages first; only the likeliest names at all, so that a made-up filename
+        # costs at most MAX_CANDIDATES upstream page requests.
+        for project in cached + [p for p in candidates if p not in cached]:
             page = await self.pages.upstream_page(project)
             if page is None:
                 try:
@@ -211,8 +232,13 @@ class FileCache:
                     download.expected_size = stream.content_length
                 download.temp_ready.set()
                 verifier = StreamVerifier(item.path.rel, expected.hashes, download.expected_size)
+                limit = download.expected_size or self.upstream.config.max_file_size
                 async for chunk in stream.chunks():
                     verifier.update(chunk)
+                    if verifier.size > limit:
+                        raise UpstreamTooLarge(
+                            f"{item.file.url} is over {limit} bytes; see [upstream] max-file-size"
+                        )
                     await writer.write(chunk)
                     await writer.flush()
                     download.available = writer.written
@@ -258,9 +284,17 @@ class FileCache:
                 file=item.path.rel,
                 error=str(exc),
             )
-        except BaseException as exc:
+        except OSError as exc:
+            download.error = StorageError(f"storing {item.path.rel} failed: {exc}")
+            log.error(
+                "storage_write_failed", project=located.project, file=item.path.rel, error=str(exc)
+            )
+        except asyncio.CancelledError as exc:
+            download.error = UpstreamError(f"download of {item.path.rel} was cancelled")
+            raise exc
+        except Exception as exc:  # never let readers treat an unfinished file as verified
             download.error = exc
-            raise
+            log.exception("download_crashed", project=located.project, file=item.path.rel)
         finally:
             if download.error is not None:
                 await writer.abort()
@@ -327,7 +361,7 @@ class FileCache:
         # .metadata is vouched for by an unsigned page only, so take it from the verified
         # wheel instead.
         signed_files_only = self.trust is not None and self.trust.scheme == "files"
-        if core and not signed_files_only:
+        if core and not signed_files_only and _verifiable(core):
             return await self._fetch_metadata(located)
         if not is_wheel(item.file.filename):
             return False

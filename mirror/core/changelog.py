@@ -135,9 +135,7 @@ class PlanEntry:
         return cls(parts[0], int(parts[1]), kind, parts[3] == "1")
 
 
-def collapse(
-    events: Iterable[ChangelogEvent], allowed: Callable[[str], bool]
-) -> list[PlanEntry]:
+def collapse(events: Iterable[ChangelogEvent], allowed: Callable[[str], bool]) -> list[PlanEntry]:
     """One entry per project, in the order projects first appear.
 
     The serial is the highest row's; the project is expected to be gone when its last row

@@ -139,7 +139,7 @@ class Filters:
         for entry in python_versions:
             match = _PY_VERSION_RE.match(entry.strip())
             if match is None:
-                raise FilterError(f"python-versions: {entry!r} is not like \"3.11\"")
+                raise FilterError(f'python-versions: {entry!r} is not like "3.11"')
             versions.add(match.group(1) + match.group(2))
         if keep_latest < 0 or max_file_size < 0:
             raise FilterError("keep-latest and max-file-size cannot be negative")
@@ -257,8 +257,7 @@ def _parse_allow(entry: str) -> tuple[str, SpecifierSet]:
         requirement = Requirement(entry)
     except InvalidRequirement as exc:
         raise FilterError(
-            f"allow: {entry!r} is neither a project name nor a requirement like 'django>=4' "
-            f"({exc})"
+            f"allow: {entry!r} is neither a project name nor a requirement like 'django>=4' ({exc})"
         ) from exc
     if requirement.url or requirement.marker is not None:
         raise FilterError(f"allow: {entry!r}: URLs and markers are not supported")

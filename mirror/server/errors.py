@@ -7,6 +7,7 @@ from aiohttp import web
 from mirror.errors import (
     IntegrityError,
     MirrorError,
+    StorageError,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamTooLarge,
@@ -16,6 +17,8 @@ from mirror.errors import (
 def upstream_failure(exc: MirrorError, what: str) -> web.HTTPException:
     if isinstance(exc, UpstreamTimeout):
         return web.HTTPGatewayTimeout(text=f"upstream timed out fetching {what}: {exc}\n")
+    if isinstance(exc, StorageError):
+        return web.HTTPServiceUnavailable(text=f"the mirror cannot store {what}: {exc}\n")
     if isinstance(exc, UpstreamTooLarge):
         return web.HTTPBadGateway(
             text=f"upstream answer for {what} is too large ({exc}); see [upstream] max-page-size\n"

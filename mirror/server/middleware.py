@@ -53,8 +53,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
-    except web.HTTPException:
-        raise
+    except (web.HTTPException, ConnectionResetError):
+        raise  # an answer aiohttp sends, or a client that is gone: nothing to add
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         return web.Response(

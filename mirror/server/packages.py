@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiofiles
 from aiohttp import web
@@ -35,7 +36,11 @@ def file_headers(filename: str) -> dict[str, str]:
         if filename.endswith(".metadata")
         else "application/octet-stream"
     )
-    return {"Content-Type": content_type, "Cache-Control": FILE_CACHE_CONTROL}
+    return {
+        "Content-Type": content_type,
+        "Cache-Control": FILE_CACHE_CONTROL,
+        "Accept-Ranges": "bytes",
+    }
 
 
 def _parse(tail: str) -> tuple[PackagePath, bool]:
@@ -122,23 +127,18 @@ def _touch_later(svc: Services, rel: str) -> None:
 async def _stream_download(
     request: web.Request, svc: Services, download: Download
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers=file_headers(download.item.file.filename))
+    name = download.item.file.filename
     await download.temp_ready.wait()
-    if download.done and download.error is not None:
-        raise upstream_failure(_as_mirror_error(download.error), download.item.file.filename)
+    handle = await _open_download(svc, download)
+    if handle is None:
+        error = download.error or UpstreamError("the download vanished")
+        raise upstream_failure(_as_mirror_error(error), name)
+    response = web.StreamResponse(headers=file_headers(name))
     if download.expected_size is not None:
         response.content_length = download.expected_size
-    await response.prepare(request)
-    source = download.temp_path
-    if download.ok or source is None:
-        source = str(svc.storage.path(download.item.path.web))
-    try:
-        handle = await aiofiles.open(source, "rb")
-    except FileNotFoundError:
-        # Committed (renamed) between the checks above: read the final file.
-        handle = await aiofiles.open(svc.storage.path(download.item.path.web), "rb")
     sent = 0
     try:
+        await response.prepare(request)
         while True:
             available = download.available
             finished = download.done
@@ -155,10 +155,28 @@ async def _stream_download(
             if finished:
                 break
             await download.progressed(available)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away; the download goes on for the others and for the cache.
+        request[CACHE_RESULT] = "miss-client-gone"
     finally:
         await handle.close()
-    await response.write_eof()
     return response
+
+
+async def _open_download(svc: Services, download: Download) -> Any | None:
+    """The temp file being written, or the committed file if the rename came first;
+    None when neither exists (the download failed before we could open it)."""
+    final = str(svc.storage.path(download.item.path.web))
+    candidates = (
+        [final] if download.ok or download.temp_path is None else [download.temp_path, final]
+    )
+    for source in candidates:
+        try:
+            return await aiofiles.open(source, "rb")
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def _abort(request: web.Request, download: Download) -> None:

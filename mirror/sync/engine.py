@@ -23,7 +23,7 @@ from mirror.core import layout
 from mirror.core.changelog import PlanEntry
 from mirror.core.filters import FilterError, Filters
 from mirror.core.model import ProjectPage
-from mirror.errors import ConfigError
+from mirror.errors import ConfigError, MirrorError, StorageError
 from mirror.log import get_logger
 from mirror.storage import FileSystemStorage
 from mirror.sync.journal import (
@@ -57,6 +57,22 @@ from mirror.sync.xmlrpc import ChangelogClient, XmlRpcUnavailable
 from mirror.upstream.client import UpstreamClient
 
 log = get_logger("mirror.sync")
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a failed task group: its first MirrorError, else the group."""
+    for leaf in _leaves(group):
+        if isinstance(leaf, MirrorError):
+            return leaf
+        if isinstance(leaf, OSError):
+            return StorageError(f"storage error: {leaf}; fix it, then run sync again to resume")
+    return group
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def filters_from_config(config: Config) -> Filters:
@@ -333,6 +349,9 @@ class SyncEngine:
                 group.create_task(produce())
                 for _ in range(workers):
                     group.create_task(consume())
+        except ExceptionGroup as group:
+            # A worker hit something no project can work around (storage): one clear error.
+            raise first_error(group) from group
         finally:
             journal.close()
         if execution.aborted:
@@ -374,9 +393,7 @@ class SyncEngine:
             "deferred": p.deferred + p.failed,
         }
 
-    async def _finalize(
-        self, journal: RunJournal, state: SyncState, execution: _Execution
-    ) -> None:
+    async def _finalize(self, journal: RunJournal, state: SyncState, execution: _Execution) -> None:
         meta = journal.meta
         lowest: int | None = None
 

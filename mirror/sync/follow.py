@@ -22,7 +22,7 @@ from mirror.config import Config
 from mirror.core import layout
 from mirror.core.changelog import PlanEntry, collapse
 from mirror.core.filters import Filters
-from mirror.errors import MirrorError, UpstreamError, UpstreamNotFound
+from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
 from mirror.log import get_logger
 from mirror.storage import FileSystemStorage
 from mirror.sync.engine import SyncEngine
@@ -77,6 +77,10 @@ class ChangelogFollower:
                 await self.round()
             except MirrorError as exc:
                 log.warning("changelog_round_failed", mode=self.config.sync.mode, error=str(exc))
+            except Exception as exc:  # the follower must outlive any one bad round
+                log.exception(
+                    "changelog_round_crashed", mode=self.config.sync.mode, error=repr(exc)
+                )
             async with self._round_done:
                 self.rounds += 1
                 self._round_done.notify_all()
@@ -157,6 +161,11 @@ class ChangelogFollower:
             await self._mark_json_stale(project, drop=True)
             log.info("cached_project_dropped", project=project, files=removed)
             return entry.expect_gone
+        except IntegrityError as exc:
+            # A page refused by TUF: keep the verified one, retry this project next round,
+            # and go on with the others.
+            log.warning("cached_project_refused", project=project, error=str(exc))
+            return False
         except UpstreamError as exc:
             log.warning("cached_project_refresh_failed", project=project, error=str(exc))
             return False

@@ -29,6 +29,7 @@ from mirror.core.rewrite import MirroredFile, mirrored_files
 from mirror.errors import (
     IntegrityError,
     MirrorError,
+    StorageError,
     UpstreamError,
     UpstreamNotFound,
     UpstreamProtocolError,
@@ -109,6 +110,11 @@ class ProjectSyncer:
                     log.info("project_dropped", project=entry.project, files=removed)
                 return ProjectResult(entry.project, Outcome.DONE, files_removed=removed)
             return await self._sync(entry)
+        except OSError as exc:
+            raise StorageError(
+                f"storage error while syncing {entry.project}: {exc}; "
+                "fix it (disk space, permissions), then run sync again to resume"
+            ) from exc
         except (UpstreamError, IntegrityError) as exc:
             log.warning("project_failed", project=entry.project, error=str(exc))
             return ProjectResult(
@@ -260,9 +266,13 @@ class ProjectSyncer:
         await self.storage.write_bytes(json_meta(project), PageMeta(now, json.etag).dump())
 
 
-async def bounded(
-    items: Iterable[T], workers: int, fn: Callable[[T], Awaitable[None]]
-) -> None:
+def _as_storage_error(exc: Exception) -> MirrorError:
+    if isinstance(exc, OSError):
+        return StorageError(f"storage error: {exc}; fix it (disk space, permissions) and run again")
+    return MirrorError(f"unexpected error: {exc!r}")
+
+
+async def bounded(items: Iterable[T], workers: int, fn: Callable[[T], Awaitable[None]]) -> None:
     """Run ``fn`` over ``items`` with at most ``workers`` at once; stop taking new items
     after the first error, let the running ones finish, then raise that error."""
     iterator = iter(items)
@@ -274,8 +284,8 @@ async def bounded(
                 return
             try:
                 await fn(item)
-            except MirrorError as exc:
-                errors.append(exc)
+            except Exception as exc:  # one error stops the batch; the caller reports it
+                errors.append(exc if isinstance(exc, MirrorError) else _as_storage_error(exc))
                 return
 
     async with asyncio.TaskGroup() as group:
@@ -284,4 +294,3 @@ async def bounded(
     if errors:
         first = next((e for e in errors if isinstance(e, IntegrityError)), errors[0])
         raise first
-

@@ -141,4 +141,3 @@ class Pruner:
                     os.rmdir(root)
 
         await asyncio.get_running_loop().run_in_executor(None, sweep)
-
