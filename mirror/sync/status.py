@@ -8,6 +8,7 @@ whatever the state says; the upstream serial is asked for (XML-RPC, else the roo
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from mirror.sync.local import local_projects
 from mirror.sync.lock import SyncLock, SyncLocked
 from mirror.sync.progress import human_bytes
 from mirror.sync.xmlrpc import ChangelogClient, XmlRpcUnavailable
+from mirror.trust.service import STATUS_FILE
 from mirror.upstream.client import UpstreamClient, last_serial_of
 
 
@@ -87,6 +89,8 @@ async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[st
         status["interrupted_run"] = {"id": journal.meta.id, "entries": journal.meta.count}
     if status["last_run"] and status["last_run"]["result"] == "running" and not status["running"]:
         status["last_run"]["result"] = "interrupted"
+    if config.tuf.mode == "verify":
+        status["tuf"] = await _trust_status(storage)
     if ask_upstream:
         try:
             serial = await upstream_serial(config)
@@ -97,6 +101,18 @@ async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[st
             if serial is not None and state.serial is not None:
                 status["lag"] = max(serial - state.serial, 0)
     return status
+
+
+async def _trust_status(storage: FileSystemStorage) -> dict[str, Any]:
+    """What the last TUF refresh (by `serve` or `sync`) recorded."""
+    data = await storage.read_bytes(STATUS_FILE, limit=1 << 20)
+    if data is None:
+        return {"mode": "verify", "state": "unknown", "last_error": "no refresh recorded yet"}
+    try:
+        recorded: dict[str, Any] = json.loads(data)
+    except ValueError:
+        return {"mode": "verify", "state": "unknown", "last_error": f"{STATUS_FILE} unreadable"}
+    return recorded
 
 
 def _when(timestamp: object) -> str:
@@ -121,6 +137,15 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"deferred    {status['deferred']} project(s) carried to the next run")
     if status["running"]:
         lines.append("running     a sync is running now")
+    trust = status.get("tuf")
+    if trust:
+        versions = (
+            f"root v{trust.get('root_version')}, timestamp v{trust.get('timestamp_version')}, "
+            f"snapshot v{trust.get('snapshot_version')}, expires {trust.get('expires')}"
+        )
+        lines.append(f"trust       TUF {trust.get('targets', '')}: {trust['state']} ({versions})")
+        if trust.get("last_error"):
+            lines.append(f"            {trust['last_error']}")
     last = status["last_run"]
     if last:
         lines.append(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,6 +187,10 @@ def _kind(exc: BaseException) -> str:
     return "error"
 
 
+# The last refresh's outcome, for `pypi-mirror status` (a separate process).
+STATUS_FILE = "state/tuf/status.json"
+
+
 class TufTrust:
     """Trust through python-tuf's ngclient (``[tuf] mode = "verify"``)."""
 
@@ -197,7 +202,10 @@ class TufTrust:
         upstream: UpstreamClient,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        storage: FileSystemStorage | None = None,
     ) -> None:
+        #: Where ``status()`` is recorded after each refresh, for ``pypi-mirror status``.
+        self.storage = storage
         self.settings = settings
         self.core = core
         self.upstream = upstream
@@ -242,7 +250,9 @@ class TufTrust:
             fetcher=LoopFetcher(loop, upstream, _deadline(config.upstream)),
             publisher=Publisher(storage, metadata_dir),
         )
-        return cls(settings=settings, core=core, upstream=upstream, metrics=metrics)
+        return cls(
+            settings=settings, core=core, upstream=upstream, metrics=metrics, storage=storage
+        )
 
     @property
     def scheme(self) -> str:
@@ -303,6 +313,7 @@ class TufTrust:
                     error=str(error),
                     refusing=self._refused is not None,
                 )
+                await self._record_status()
                 return
             self._view = view
             self._refused = self._refresh_error = self._last_error = None
@@ -321,6 +332,16 @@ class TufTrust:
                 targets=view.targets_version,
                 expires=_iso(view.expires),
             )
+            await self._record_status()
+
+    async def _record_status(self) -> None:
+        if self.storage is None:
+            return
+        try:
+            data = json.dumps(self.status(), sort_keys=True).encode()
+            await self.storage.write_bytes(STATUS_FILE, data)
+        except (OSError, MirrorError) as exc:
+            log.warning("tuf_status_not_recorded", error=str(exc))
 
     async def _ensure_usable(self, what: str) -> None:
         """Refresh if due; raise unless there is unexpired, unrefused metadata to use."""
