@@ -1,38 +1,54 @@
 """Sorting a project list that may not fit in memory, and joining two sorted lists.
 
-``ExternalSorter`` spills ``(name, serial)`` records into bucket files by the name's first
-two characters (in ``tmp/``, removed afterwards) and sorts one bucket at a time: prefix
-buckets in order give names in order, and memory is bounded by the largest bucket (about
-1/1000 of the list) plus the spill buffer.
+``ExternalSorter`` holds at most ``flush_at`` ``(name, serial)`` records; each time that
+many arrived they are sorted and spilled as one run file (in ``tmp/``, removed
+afterwards). ``sorted()`` merges the runs (``heapq.merge``, one line per run in memory)
+and yields the records in name order, a batch at a time. Once ``fan_in`` runs exist they
+are first merged into one, so open files stay bounded too. Memory is therefore bounded by
+``flush_at`` however the names are distributed (bucketing by prefix is not: a corpus whose
+names share a prefix, or PyPI's many ``py*`` names, would land in one bucket).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
-from mirror.sync.journal import read_lines
-
-FLUSH_AT = 20_000
+FLUSH_AT = 10_000
+FAN_IN = 64
+BATCH = 1000
 Record = tuple[str, int | None]
 
 
-def _bucket_name(name: str) -> str:
-    return name[:2].encode("utf-8").hex()
+def _line_name(line: str) -> str:
+    return line.partition(" ")[0]
+
+
+def _parse(line: str) -> Record:
+    name, _, serial = line.rstrip("\n").partition(" ")
+    return name, int(serial) if serial.isdigit() else None
+
+
+def _merged(handles: Sequence[Iterable[str]]) -> Iterator[str]:
+    return heapq.merge(*handles, key=_line_name)
 
 
 class ExternalSorter:
-    def __init__(self, tmp_root: Path, *, flush_at: int = FLUSH_AT) -> None:
+    def __init__(self, tmp_root: Path, *, flush_at: int = FLUSH_AT, fan_in: int = FAN_IN) -> None:
         self.directory = tmp_root / f"sort-{secrets.token_hex(6)}"
         self.flush_at = flush_at
+        self.fan_in = max(2, fan_in)
         self.count = 0
-        self._buffers: dict[str, list[str]] = {}
-        self._buffered = 0
+        self._buffer: list[str] = []
+        self._runs: list[Path] = []
+        self._made = 0
 
     async def __aenter__(self) -> ExternalSorter:
         await asyncio.get_running_loop().run_in_executor(None, self.directory.mkdir)
@@ -51,37 +67,64 @@ class ExternalSorter:
 
     async def add(self, records: list[Record]) -> None:
         for name, serial in records:
-            line = f"{name} {'-' if serial is None else serial}\n"
-            self._buffers.setdefault(_bucket_name(name), []).append(line)
-            self._buffered += 1
+            self._buffer.append(f"{name} {'-' if serial is None else serial}\n")
             self.count += 1
-        if self._buffered >= self.flush_at:
-            await self._flush()
+            if len(self._buffer) >= self.flush_at:
+                await self._flush()
+
+    def _new_run(self) -> Path:
+        self._made += 1
+        return self.directory / f"run-{self._made}"
 
     async def _flush(self) -> None:
-        buffers, self._buffers, self._buffered = self._buffers, {}, 0
-        directory = self.directory
+        lines, self._buffer = self._buffer, []
+        if not lines:
+            return
+        run = self._new_run()
+        merge_into = self._new_run() if len(self._runs) + 1 >= self.fan_in else None
+        runs = self._runs
 
         def spill() -> None:
-            for bucket, lines in buffers.items():
-                with (directory / bucket).open("a", encoding="utf-8") as handle:
-                    handle.writelines(lines)
+            lines.sort(key=_line_name)
+            with run.open("w", encoding="utf-8") as handle:
+                handle.writelines(lines)
+            lines.clear()
+            runs.append(run)
+            if merge_into is not None:
+                # Too many runs to merge at once later: fold them into one now.
+                with ExitStack() as stack, merge_into.open("w", encoding="utf-8") as out:
+                    handles = [stack.enter_context(p.open(encoding="utf-8")) for p in runs]
+                    out.writelines(_merged(handles))
+                for path in runs:
+                    os.unlink(path)
+                runs[:] = [merge_into]
 
         await asyncio.get_running_loop().run_in_executor(None, spill)
 
     async def sorted(self) -> AsyncIterator[list[Record]]:
-        """Every record, ordered by name, one bucket per batch."""
+        """Every record, ordered by name, in batches of up to ``BATCH``."""
+        if not self._runs:
+            # Everything fits in the buffer: no file needed.
+            lines, self._buffer = self._buffer, []
+            lines.sort(key=_line_name)
+            for start in range(0, len(lines), BATCH):
+                yield [_parse(line) for line in lines[start : start + BATCH]]
+            return
         await self._flush()
         loop = asyncio.get_running_loop()
-        buckets = await loop.run_in_executor(None, os.listdir, self.directory)
-        for bucket in sorted(buckets, key=bytes.fromhex):
-            records: list[Record] = []
-            async for lines in read_lines(self.directory / bucket):
-                for line in lines:
-                    name, _, serial = line.partition(" ")
-                    records.append((name, int(serial) if serial.isdigit() else None))
-            records.sort(key=lambda record: record[0])
-            yield records
+        runs = list(self._runs)
+        with ExitStack() as stack:
+
+            def open_runs() -> Iterator[str]:
+                return _merged([stack.enter_context(p.open(encoding="utf-8")) for p in runs])
+
+            merged = await loop.run_in_executor(None, open_runs)
+
+            def take() -> list[Record]:
+                return [_parse(line) for _, line in zip(range(BATCH), merged, strict=False)]
+
+            while batch := await loop.run_in_executor(None, take):
+                yield batch
 
 
 async def _grouped(batches: AsyncIterator[list[Record]]) -> AsyncIterator[Record]:
