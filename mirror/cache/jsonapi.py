@@ -55,7 +55,6 @@ class JsonApiCache:
             fetched_at=meta.fetched_at if (meta and present) else None,
             now=self.clock(),
             ttl=self.ttl,
-            offline=False,
         )
         if decision is Freshness.SERVE:
             return CacheResult.HIT

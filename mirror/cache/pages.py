@@ -65,7 +65,6 @@ class PageMeta:
     fetched_at: float
     etag: str | None = None
     last_serial: int | None = None
-    page_url: str | None = None
 
     def dump(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -78,7 +77,6 @@ class PageMeta:
                 fetched_at=float(raw["fetched_at"]),
                 etag=raw.get("etag"),
                 last_serial=raw.get("last_serial"),
-                page_url=raw.get("page_url"),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -158,7 +156,7 @@ class PageCache:
         known = self._served.get(project)
         if known is not None and (
             self.offline
-            or decide(fetched_at=known.fetched_at, now=self.clock(), ttl=self.ttl, offline=False)
+            or decide(fetched_at=known.fetched_at, now=self.clock(), ttl=self.ttl)
             is Freshness.SERVE
         ):
             return CacheResult.HIT
@@ -175,7 +173,6 @@ class PageCache:
             fetched_at=meta.fetched_at if (meta and has_page) else None,
             now=self.clock(),
             ttl=self.ttl,
-            offline=False,
         )
         if decision is Freshness.SERVE:
             return CacheResult.HIT
@@ -263,7 +260,7 @@ class PageCache:
         await self.store(
             project,
             page,
-            PageMeta(fetched_at=now, etag=response.etag, last_serial=serial, page_url=response.url),
+            PageMeta(fetched_at=now, etag=response.etag, last_serial=serial),
         )
         await self.storage.delete(layout.state_negative(project))
         return CacheResult.REVALIDATED if has_page else CacheResult.MISS

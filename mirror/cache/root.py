@@ -140,7 +140,6 @@ class RootCache:
             fetched_at=meta.fetched_at if (meta and present) else None,
             now=self.clock(),
             ttl=self.ttl,
-            offline=False,
         )
         if decision is Freshness.SERVE:
             return CacheResult.HIT

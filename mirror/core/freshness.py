@@ -9,14 +9,13 @@ class Freshness(Enum):
     SERVE = "serve"
     REVALIDATE = "revalidate"
     FETCH = "fetch"
-    # Offline and nothing cached: the answer is "not here", without asking anyone.
-    ABSENT = "absent"
 
 
-def decide(*, fetched_at: float | None, now: float, ttl: float, offline: bool) -> Freshness:
+def decide(*, fetched_at: float | None, now: float, ttl: float) -> Freshness:
+    """For an online cache (offline mode never asks upstream, so it never decides)."""
     if fetched_at is None:
-        return Freshness.ABSENT if offline else Freshness.FETCH
-    if offline or now - fetched_at < ttl:
+        return Freshness.FETCH
+    if now - fetched_at < ttl:
         return Freshness.SERVE
     return Freshness.REVALIDATE
 

@@ -33,9 +33,6 @@ class AtomicWriter(Protocol):
 
 
 class Storage(Protocol):
-    def local_path(self, rel: str) -> Path | None:
-        """A path on local disk for sendfile, or None for a remote backend."""
-
     async def stat(self, rel: str) -> FileInfo | None: ...
 
     async def read_bytes(self, rel: str, limit: int) -> bytes | None: ...

@@ -154,9 +154,6 @@ class FileSystemStorage:
     def path(self, rel: str) -> Path:
         return self.root.joinpath(*check_rel(rel))
 
-    def local_path(self, rel: str) -> Path | None:
-        return self.path(rel)
-
     async def stat(self, rel: str) -> FileInfo | None:
         try:
             st = await aiofiles.os.stat(self.path(rel))
@@ -186,10 +183,6 @@ class FileSystemStorage:
             await writer.commit()
         finally:
             await writer.abort()
-
-    async def write_many(self, items: list[tuple[str, bytes]]) -> None:
-        for rel, data in items:
-            await self.write_bytes(rel, data)
 
     def writer(self, rel: str) -> FileSystemWriter:
         return FileSystemWriter(self, rel)

@@ -41,7 +41,7 @@ log = get_logger("mirror.sync.journal")
 STATE = "state/sync/state.json"
 RUN_DIR = "state/sync/run"
 RUN_META = f"{RUN_DIR}/run.json"
-TODO = f"{RUN_DIR}/todo"
+PLAN_FILE = f"{RUN_DIR}/todo"
 PROGRESS = f"{RUN_DIR}/progress"
 LOCK = "state/sync/lock"
 BATCH = 2000
@@ -220,7 +220,7 @@ class RunJournal:
         """Write the plan (streamed, committed atomically), then ``run.json`` (made by
         ``make_meta`` from the entry count, once the plan is known)."""
         await discard_run(storage)
-        writer = storage.writer(TODO)
+        writer = storage.writer(PLAN_FILE)
         count = 0
         try:
             async for batch in batches:
@@ -245,7 +245,7 @@ class RunJournal:
             log.warning("sync_journal_unreadable", path=RUN_META, error=str(exc))
             await discard_run(storage)
             return None
-        if not await storage.exists(TODO):
+        if not await storage.exists(PLAN_FILE):
             await discard_run(storage)
             return None
         return cls(storage, meta)
@@ -269,7 +269,7 @@ class RunJournal:
     ) -> AsyncIterator[list[tuple[int, PlanEntry]]]:
         """The plan in order, in batches, without the entries in ``skip``."""
         index = 0
-        async for lines in read_lines(self.storage.path(TODO)):
+        async for lines in read_lines(self.storage.path(PLAN_FILE)):
             batch = []
             for line in lines:
                 if skip is None or index not in skip:

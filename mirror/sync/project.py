@@ -188,7 +188,7 @@ class ProjectSyncer:
         await self.pages.store(
             project,
             kept,
-            PageMeta(now, etag=response.etag, last_serial=fetched.serial, page_url=response.url),
+            PageMeta(now, etag=response.etag, last_serial=fetched.serial),
         )
         await self._write_json(project, kept, fetched.json, now)
         await self.storage.delete(layout.state_negative(project))
