@@ -25,6 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.nginx_support import nginx_config
+
 REPO = Path(__file__).resolve().parent.parent
 PEERS_BIN = REPO / "bench" / ".venv-peers" / "bin"
 NGINX = shutil.which("nginx") or next(
@@ -167,51 +169,16 @@ async def start_ours(work: Path, upstream_url: str) -> Server:
 # -- nginx (static upper bound) -------------------------------------------------------------
 
 
-def nginx_config(tmp: Path, web_root: Path, daemon_port: int, port: int) -> Path:
-    """deploy/nginx.conf with root, daemon address and listen rewritten; one worker, no
-    access log (ours runs at log level warning too)."""
-    site = (REPO / "deploy" / "nginx.conf").read_text()
-    for old, new in (
-        ("root /var/lib/pypi-mirror/web;", f"root {web_root};"),
-        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{daemon_port};"),
-        ("listen 80;", f"listen 127.0.0.1:{port};"),
-    ):
-        if old not in site:
-            raise ServerError(f"deploy/nginx.conf no longer contains {old!r}")
-        site = site.replace(old, new)
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp / sub).mkdir(parents=True, exist_ok=True)
-    main = tmp / "nginx.conf"
-    main.write_text(
-        f"""
-daemon off;
-{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-{site}
-}}
-"""
-    )
-    return main
-
-
 async def start_nginx(work: Path, web_root: Path, daemon_port: int) -> Server:
     """nginx on deploy/nginx.conf over ours' web root (misses would go to the daemon)."""
     if NGINX is None:
         raise ServerError("nginx is not installed")
     port = free_port()
     tmp = work / "nginx"
-    conf = nginx_config(tmp, web_root, daemon_port, port)
+    try:
+        conf = nginx_config(tmp, web_root, daemon_port, port, access_log=False)
+    except ValueError as exc:
+        raise ServerError(str(exc)) from exc
     log = work / "logs" / "nginx.log"
     await _run([NGINX, "-t", "-c", str(conf), "-e", str(tmp / "error.log")], log)
     proc = await _spawn("nginx", [NGINX, "-c", str(conf), "-e", str(tmp / "error.log")], log)

@@ -22,7 +22,7 @@ from mirror.core.model import MIRROR_API_VERSION, DistFile, ProjectPage
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
-PAGE_URL = "https://pypi.org/simple/foo-bar/"
+PAGE_URL = "https://index.example/simple/foo-bar/"
 
 
 def _json_bytes(doc: Any) -> bytes:
@@ -266,7 +266,7 @@ _PYPI_HTML = f"""<!DOCTYPE html>
     <a href="../../packages/aa/bb/cc/foo_bar-1.0-py3-none-any.whl#sha256={SHA_A.upper()}"
        data-requires-python="&gt;=3.7,&lt;4" data-yanked="" data-dist-info-metadata="sha256={SHA_B}"
        data-core-metadata="sha256={SHA_B}" data-gpg-sig="false"
-       data-provenance="https://pypi.org/integrity/foo-bar/1.0/x/provenance"
+       data-provenance="https://index.example/integrity/foo-bar/1.0/x/provenance"
        >foo_bar-1.0-py3-none-any.whl</a><br />
     <a href="https://files.example/foo_bar-0.9.tar.gz#md5=0123456789abcdef0123456789abcdef"
        data-yanked="bad &amp; broken">  foo_bar-0.9.tar.gz  </a><br />
@@ -295,12 +295,12 @@ def test_parse_html_pypi_page() -> None:
     whl, tgz, zipf, egg = page.files
     assert whl == DistFile(
         filename="foo_bar-1.0-py3-none-any.whl",
-        url="https://pypi.org/packages/aa/bb/cc/foo_bar-1.0-py3-none-any.whl",
+        url="https://index.example/packages/aa/bb/cc/foo_bar-1.0-py3-none-any.whl",
         hashes={"sha256": SHA_A},
         requires_python=">=3.7,<4",
         yanked=True,
         core_metadata={"sha256": SHA_B},
-        provenance="https://pypi.org/integrity/foo-bar/1.0/x/provenance",
+        provenance="https://index.example/integrity/foo-bar/1.0/x/provenance",
         gpg_sig=False,
     )
     assert tgz.filename == "foo_bar-0.9.tar.gz"
@@ -310,11 +310,11 @@ def test_parse_html_pypi_page() -> None:
     assert tgz.core_metadata is False
     # Empty anchor text: the filename is the URL's last path segment.
     assert zipf.filename == "foo_bar-0.8.zip"
-    assert zipf.url == "https://pypi.org/files/foo_bar-0.8.zip"
+    assert zipf.url == "https://index.example/files/foo_bar-0.8.zip"
     assert zipf.yanked is True
     assert zipf.core_metadata is True
     # A fragment that is not a hash stays in the URL.
-    assert egg.url == "https://pypi.org/simple/foo-bar/foo_bar-0.7.tar.gz#egg=foo_bar-0.7"
+    assert egg.url == "https://index.example/simple/foo-bar/foo_bar-0.7.tar.gz#egg=foo_bar-0.7"
     assert egg.hashes == {}
     assert egg.core_metadata is False
 

@@ -16,10 +16,10 @@ import pytest
 
 from tests.conftest import MirrorFactory, RunningMirror, free_port
 from tests.fakepypi import FakePyPI
+from tests.nginx_support import nginx_config
 from tests.sync_helpers import run_sync, sync_config
 from tests.test_e2e_clients import installed_version, pip_install, publish_corpus, uv_install
 
-REPO = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
 )
@@ -27,38 +27,6 @@ NGINX = shutil.which("nginx") or next(
 if NGINX is None and os.environ.get("CI"):
     raise RuntimeError("nginx is missing: `make test` installs it (apt-get install nginx)")
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx not installed (make test installs it)")
-
-
-def nginx_config(tmp: Path, web_root: Path, daemon_port: int, port: int) -> Path:
-    site = (REPO / "deploy" / "nginx.conf").read_text()
-    site = site.replace("root /var/lib/pypi-mirror/web;", f"root {web_root};")
-    site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{daemon_port};")
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    assert str(web_root) in site and str(daemon_port) in site
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp / sub).mkdir(parents=True, exist_ok=True)
-    main = tmp / "nginx.conf"
-    main.write_text(
-        f"""
-daemon off;
-{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    default_type application/octet-stream;
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-{site}
-}}
-"""
-    )
-    return main
 
 
 @contextlib.asynccontextmanager
