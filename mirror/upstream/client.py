@@ -29,7 +29,7 @@ from mirror.log import get_logger
 
 log = get_logger("mirror.upstream")
 
-USER_AGENT = "pypi-mirror/0.1 (+https://github.com/pypi-mirror)"
+USER_AGENT = "pypi-mirror/0.1"
 MAX_REDIRECTS = 5
 CHUNK_SIZE = 256 * 1024
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
