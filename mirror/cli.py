@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mirror.config import Config, load_config
+from mirror.config import Config, TufMode, load_config
 from mirror.errors import ConfigError, StorageError
 from mirror.log import configure_logging, get_logger
 
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> Config:
     config = load_config(getattr(args, "config", None))
     if args.command in ("serve", "sync"):
-        from mirror.sync.engine import filters_from_config
+        from mirror.services import filters_from_config
 
         filters_from_config(config)  # a bad [sync] filter entry is a configuration error
     return config
@@ -82,7 +82,7 @@ def serve(config: Config) -> int:
     from mirror.server.middleware import runner_options
 
     log = get_logger("mirror.cli")
-    if config.tuf.mode == "verify" and not config.serve.offline:
+    if config.tuf.mode is TufMode.VERIFY and not config.serve.offline:
         import asyncio
 
         from mirror.trust.service import probe_metadata

@@ -4,11 +4,15 @@ Every key of every section can be overridden by an environment variable
 ``PYPI_MIRROR_<SECTION>_<KEY>`` (upper case, dashes as underscores). With no file the
 embedded defaults below apply: a pull-through cache of PyPI in ``./mirror-data`` on
 ``127.0.0.1:8080``. Errors name the key and where the value came from.
+
+Keys that pick a mode are :class:`enum.StrEnum` members (:class:`TufMode`,
+:class:`TufTargets`, :class:`SyncMode`): they compare equal to their TOML strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 import tomllib
@@ -60,6 +64,31 @@ def parse_size(value: object) -> int:
 
 def _kind(kind: str, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, **extra}
+
+
+class TufMode(enum.StrEnum):
+    """``[tuf] mode``."""
+
+    OFF = "off"
+    VERIFY = "verify"
+
+
+class TufTargets(enum.StrEnum):
+    """``[tuf] targets``: what the upstream signs (see :mod:`mirror.trust.paths`)."""
+
+    #: Each distribution file is a target, at its path below ``/packages/``.
+    FILES = "files"
+    #: Each project's simple page is a target; files are trusted through its sha256.
+    INDEX = "index"
+
+
+class SyncMode(enum.StrEnum):
+    """``[sync] mode``."""
+
+    #: Refresh (or drop) only the projects already cached.
+    CACHE = "cache"
+    #: A full (filtered) mirror: every listed file is kept.
+    MIRROR = "mirror"
 
 
 @dataclass(frozen=True)
@@ -119,7 +148,7 @@ class SyncConfig:
     # Seconds between changelog polls inside `serve`; 0 = off.
     interval: int = field(default=0, metadata=_kind("int", minimum=0))
     # "cache": refresh/drop only projects already cached; "mirror": full (filtered) mirror.
-    mode: str = field(default="cache", metadata=_kind("choice", choices=("cache", "mirror")))
+    mode: SyncMode = field(default=SyncMode.CACHE, metadata=_kind("enum", enum=SyncMode))
     workers: int = field(default=8, metadata=_kind("int", minimum=1, maximum=256))
     file_workers: int = field(default=4, metadata=_kind("int", minimum=1, maximum=64))
     allow: tuple[str, ...] = field(default=(), metadata=_kind("strlist"))
@@ -137,12 +166,12 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class TufConfig:
-    mode: str = field(default="off", metadata=_kind("choice", choices=("off", "verify")))
+    mode: TufMode = field(default=TufMode.OFF, metadata=_kind("enum", enum=TufMode))
     # Pinned bootstrap root.json (required when mode = "verify").
     root: Path | None = field(default=None, metadata=_kind("path"))
     # Where the upstream publishes its TUF metadata; "" = <upstream url>/tuf/.
     metadata_url: str = field(default="", metadata=_kind("optional_url"))
-    targets: str = field(default="files", metadata=_kind("choice", choices=("files", "index")))
+    targets: TufTargets = field(default=TufTargets.FILES, metadata=_kind("enum", enum=TufTargets))
     # Seconds between refreshes of timestamp/snapshot/targets (also on a missing target).
     refresh_interval: int = field(default=300, metadata=_kind("int", minimum=0))
     # targets = "index": the TUF target path of a project's page ({name}: normalised name).
@@ -165,7 +194,7 @@ def _check_tuf(tuf: TufConfig, source: str) -> None:
         check_template(tuf.index_page, allowed=("name", "hash"), required=("name",))
     except ValueError as exc:
         raise ConfigError(str(exc), source=source, key="tuf.index-page") from exc
-    if tuf.mode != "verify":
+    if tuf.mode != TufMode.VERIFY:
         return
     if tuf.root is None:
         raise ConfigError(
@@ -173,6 +202,7 @@ def _check_tuf(tuf: TufConfig, source: str) -> None:
             source=source,
             key="tuf.root",
         )
+    from tuf.api.exceptions import RepositoryError
     from tuf.api.metadata import Metadata, Root
 
     try:
@@ -187,7 +217,7 @@ def _check_tuf(tuf: TufConfig, source: str) -> None:
         if root.signed.type != Root.type:
             raise ValueError(f"it is {root.signed.type} metadata")
         root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
-    except Exception as exc:
+    except (RepositoryError, ValueError) as exc:  # DeserializationError is a RepositoryError
         raise ConfigError(
             f"{tuf.root} is not a valid, self-signed TUF root.json: {exc}",
             source=source,
@@ -288,11 +318,23 @@ def _convert(kind: str, value: object, meta: Mapping[str, Any], from_env: bool) 
         if value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
         return value
+    if kind == "enum":
+        return _enum_member(meta["enum"], value)
     if kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
         return value
     raise AssertionError(f"unknown config kind {kind}")
+
+
+def _enum_member(cls: type[enum.StrEnum], value: object) -> enum.StrEnum:
+    """The member of ``cls`` whose value is the string ``value`` (exactly: no other case)."""
+    if isinstance(value, str):
+        for member in cls:
+            if member.value == value:
+                return member
+    choices = ", ".join(member.value for member in cls)
+    raise ValueError(f"expected one of {choices}, got {value!r}")
 
 
 def _check_range(value: float, meta: Mapping[str, Any]) -> None:
@@ -395,7 +437,7 @@ def config_from_mapping(
         for name, cls in _SECTIONS.items()
     }
     _check_tuf(sections["tuf"], source)
-    if sections["sync"].mode == "mirror" and sections["cache"].max_size:
+    if sections["sync"].mode == SyncMode.MIRROR and sections["cache"].max_size:
         raise ConfigError(
             'evicting files contradicts [sync] mode = "mirror", which must keep every file '
             'it lists; set [cache] max-size = 0 or use the default mode = "cache"',

@@ -6,6 +6,7 @@
     ├── ConfigError                  bad configuration: names the key and the file
     ├── StorageError                 the storage root cannot be used
     │   └── UnsafePathError          a path would leave the storage root
+    ├── LockHeld                     another process holds a lock of the store
     ├── IntegrityError               bytes that do not match what was promised
     │   ├── LengthMismatch
     │   ├── DigestMismatch
@@ -52,6 +53,14 @@ class StorageError(MirrorError):
 
 class UnsafePathError(StorageError):
     pass
+
+
+class LockHeld(MirrorError):
+    def __init__(self, lock: str, holder: int | None):
+        who = f" by pid {holder}" if holder else ""
+        super().__init__(f"lock {lock} is held{who}")
+        self.lock = lock
+        self.holder = holder
 
 
 class IntegrityError(MirrorError):

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mirror.config import Config, config_from_mapping
-from mirror.storage import FileSystemStorage
-from mirror.sync.engine import SyncEngine, SyncResult, filters_from_config
-from mirror.sync.services import sync_services
+from mirror.services import Purpose, open_services
+from mirror.storage import open_storage
+from mirror.sync.engine import SyncEngine, SyncResult
 from tests.conftest import merge
 from tests.fakepypi import FakePyPI, build_sdist, build_wheel
 
@@ -48,18 +48,9 @@ def config_toml(upstream: FakePyPI, root: Path, **sync: Any) -> str:
 
 async def run_sync(config: Config, *, stale_backoff: float = 0.01) -> SyncResult:
     """One sync in this process, as ``pypi-mirror sync`` does it."""
-    storage = FileSystemStorage.open(config.storage.path)
-    async with sync_services(config, storage) as services:
-        engine = SyncEngine(
-            storage,
-            services.upstream,
-            services.pages,
-            services.files,
-            config.sync,
-            filters_from_config(config),
-            stale_backoff=stale_backoff,
-        )
-        return await engine.run()
+    storage = open_storage(config.storage)
+    async with open_services(config, storage, purpose=Purpose.SYNC) as services:
+        return await SyncEngine(services, stale_backoff=stale_backoff).run()
 
 
 def web_tree(root: Path) -> dict[str, bytes]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror.config import Config, load_config, parse_size
+from mirror.config import Config, SyncMode, TufMode, TufTargets, load_config, parse_size
 from mirror.errors import ConfigError, StorageError
 from mirror.storage import FileSystemStorage
 
@@ -107,6 +107,43 @@ def test_bad_config_names_key_and_file(tmp_path: Path, text: str, needle: str) -
         load_config(path, env={})
     assert needle in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_modes_are_enum_members_that_compare_equal_to_their_strings(tmp_path: Path) -> None:
+    defaults = load_config(None, env={})
+    assert defaults.tuf.mode is TufMode.OFF and defaults.tuf.targets is TufTargets.FILES
+    assert defaults.sync.mode is SyncMode.CACHE
+    path = tmp_path / "c.toml"
+    path.write_text('[sync]\nmode = "mirror"\n[tuf]\ntargets = "index"\n')
+    config = load_config(path, env={"PYPI_MIRROR_TUF_MODE": "off"})
+    assert config.sync.mode is SyncMode.MIRROR and config.sync.mode == "mirror"
+    assert config.tuf.targets is TufTargets.INDEX and config.tuf.targets == "index"
+    assert config.tuf.mode is TufMode.OFF and f"{config.tuf.mode}" == "off"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "allowed"),
+    [
+        ("tuf", "mode", '"maybe"', "off, verify"),
+        ("tuf", "targets", '"Files"', "files, index"),
+        ("sync", "mode", "1", "cache, mirror"),
+    ],
+)
+def test_bad_mode_names_key_file_and_allowed_values(
+    tmp_path: Path, section: str, key: str, value: str, allowed: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert f"{section}.{key}" in message and str(path) in message
+    assert f"expected one of {allowed}, got {value.replace(chr(34), chr(39))}" in message
+
+    variable = f"PYPI_MIRROR_{section.upper()}_{key.upper()}"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={variable: "nonsense"})
+    assert variable in str(info.value) and f"expected one of {allowed}" in str(info.value)
 
 
 def test_bad_environment_value_names_the_variable() -> None:

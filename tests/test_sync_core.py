@@ -18,7 +18,8 @@ from mirror.core.changelog import (
     parse_rows,
     reconcile,
 )
-from mirror.core.filters import FilterError, Filters, filter_json_api, platform_family
+from mirror.core.filters import FilterError, Filters, platform_family
+from mirror.core.jsonapi import filter_json_api
 from mirror.core.model import DistFile, ProjectPage
 from mirror.core.names import version_from_filename
 from mirror.core.xmlrpcstream import SerialListParser, XmlRpcFault, XmlRpcStreamError

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mirror.sync.journal import LOCK
-from mirror.sync.lock import SyncLock, SyncLocked
+from mirror.core import layout
+from mirror.storage.filesystem import FileLock
+from mirror.sync.engine import SyncLocked
 from tests.fakepypi import FakePyPI, build_sdist, build_wheel, running_upstream
 from tests.sync_helpers import (
     RequestTrigger,
@@ -385,7 +386,8 @@ async def test_a_second_sync_on_a_locked_mirror_stops_at_once(
 ) -> None:
     publish(tmp_path, upstream)
     root = tmp_path / "mirror"
-    with SyncLock(root / LOCK), pytest.raises(SyncLocked, match="another sync is running"):
+    lock = FileLock(root / layout.SYNC_LOCK)
+    with lock, pytest.raises(SyncLocked, match="another sync is running"):
         await run_sync(sync_config(upstream, root))
     assert upstream.count("/") == 0
 

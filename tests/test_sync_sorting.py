@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from mirror.sync.sorting import ExternalSorter
+from mirror.sorting import ExternalSorter
 
 
 async def test_shared_prefix_names_sort_through_small_runs(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ import contextlib
 import heapq
 from collections.abc import Callable
 
+from mirror.core import layout
 from mirror.log import get_logger
 from mirror.metrics import Metrics
-from mirror.storage import FileInfo, FileSystemStorage
+from mirror.storage import FileInfo, Storage
 
 log = get_logger("mirror.eviction")
 
@@ -41,7 +42,7 @@ class _OldestSet:
 class Evictor:
     def __init__(
         self,
-        storage: FileSystemStorage,
+        storage: Storage,
         max_size: int,
         metrics: Metrics,
         in_use: Callable[[str], bool],
@@ -66,7 +67,7 @@ class Evictor:
 
     async def measure(self) -> int:
         total = 0
-        async for info in self.storage.iter_files("web/packages"):
+        async for info in self.storage.iter_files(layout.WEB_PACKAGES):
             total += info.size
         self.total = total
         self.metrics.cache_bytes.set(total)
@@ -92,8 +93,8 @@ class Evictor:
         if excess <= 0:
             return 0
         oldest = _OldestSet(excess)
-        async for info in self.storage.iter_files("web/packages"):
-            if not info.rel.endswith(".metadata"):
+        async for info in self.storage.iter_files(layout.WEB_PACKAGES):
+            if not info.rel.endswith(layout.METADATA_SUFFIX):
                 oldest.offer(info)
         freed = 0
         for rel, size in oldest.oldest_first():
@@ -107,8 +108,8 @@ class Evictor:
             self.on_evict(rel)
             freed += size
             self.metrics.evicted_files.inc()
-            sidecar = await self.storage.stat(rel + ".metadata")
-            if sidecar and await self.storage.delete(rel + ".metadata"):
+            sidecar = await self.storage.stat(layout.metadata_rel(rel))
+            if sidecar and await self.storage.delete(layout.metadata_rel(rel)):
                 freed += sidecar.size
             log.info("file_evicted", file=rel, size=size)
         self.total = total - freed

@@ -1,72 +1,59 @@
-"""The JSON API (``/pypi/<project>/json``, ``/pypi/<project>/<version>/json``), cached."""
+"""The JSON API (``/pypi/<project>/json``, ``/pypi/<project>/<version>/json``), cached.
+
+An answer is as fresh as its project's page: it is used while it was cut to the page as
+held now, and fetched again (conditionally) after the page was. What it lists is what the
+page lists (``ProjectKeeper.refresh_json``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
-from mirror.cache.pages import CacheResult, PageMeta
+from mirror.cache.pages import CacheResult, PageCache
 from mirror.core import layout
-from mirror.core.freshness import Freshness, decide
-from mirror.core.jsonapi import JsonApiError, rewrite_json_api
-from mirror.errors import UpstreamError, UpstreamNotFound, UpstreamProtocolError
+from mirror.errors import UpstreamError, UpstreamNotFound
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
-from mirror.upstream.client import UpstreamClient
+from mirror.project.keeper import JsonResult
 
 log = get_logger("mirror.jsonapi")
 
 
 class JsonApiCache:
-    def __init__(
-        self,
-        storage: FileSystemStorage,
-        upstream: UpstreamClient | None,
-        *,
-        ttl: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.storage = storage
-        self.upstream = upstream
-        self.ttl = ttl
-        self.clock = clock
-        self._inflight: dict[str, asyncio.Task[CacheResult]] = {}
-
-    @staticmethod
-    def web_path(project: str, version: str | None) -> str:
-        return (
-            layout.json_api(project)
-            if version is None
-            else layout.json_api_version(project, version)
-        )
+    def __init__(self, pages: PageCache) -> None:
+        self.pages = pages
+        self.keeper = pages.keeper
+        self._inflight: dict[str, asyncio.Task[JsonResult]] = {}
 
     async def ensure(self, project: str, version: str | None) -> CacheResult:
-        rel = self.web_path(project, version)
-        present = await self.storage.exists(rel)
-        if self.upstream is None:
+        """Make the answer servable from ``layout.json_api_rel(project, version)``.
+
+        Raises UpstreamNotFound when the project or version is unknown or not kept.
+        """
+        await self.pages.ensure(project)
+        rel = layout.json_api_rel(project, version)
+        present = await self.keeper.storage.exists(rel)
+        if self.pages.offline:
             if present:
                 return CacheResult.HIT
             raise UpstreamNotFound(rel)
-        meta_rel = "state/" + rel.removeprefix("web/") + ".meta"
-        data = await self.storage.read_bytes(meta_rel, limit=1 << 20)
-        meta = PageMeta.load(data) if data else None
-        decision = decide(
-            fetched_at=meta.fetched_at if (meta and present) else None,
-            now=self.clock(),
-            ttl=self.ttl,
-        )
-        if decision is Freshness.SERVE:
+        record = await self.pages.served_record(project)
+        if record is None:
+            raise UpstreamNotFound(rel)
+        meta = await self.keeper.pages.json_meta(project, version)
+        if (
+            present
+            and meta is not None
+            and meta.page_fetched_at == record.meta.fetched_at
+            and meta.filters == self.keeper.filters_fingerprint
+        ):
             return CacheResult.HIT
         task = self._inflight.get(rel)
         if task is None:
-            task = asyncio.create_task(
-                self._refresh(project, version, rel, meta_rel, meta if present else None)
-            )
+            task = asyncio.create_task(self.keeper.refresh_json(project, version, record))
             self._inflight[rel] = task
             task.add_done_callback(lambda _t: self._inflight.pop(rel, None))
         try:
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except UpstreamNotFound:
             raise
         except UpstreamError as exc:
@@ -74,30 +61,4 @@ class JsonApiCache:
                 raise
             log.warning("upstream_stale_served", project=project, version=version, error=str(exc))
             return CacheResult.STALE
-
-    async def _refresh(
-        self, project: str, version: str | None, rel: str, meta_rel: str, meta: PageMeta | None
-    ) -> CacheResult:
-        assert self.upstream is not None
-        path = f"pypi/{project}/json" if version is None else f"pypi/{project}/{version}/json"
-        try:
-            response = await self.upstream.get_page(
-                path, accept="application/json", etag=meta.etag if meta else None
-            )
-        except UpstreamNotFound:
-            await self.storage.delete(rel)
-            await self.storage.delete(meta_rel)
-            raise
-        if response.status == 304 and meta is not None:
-            await self.storage.write_bytes(meta_rel, PageMeta(self.clock(), meta.etag).dump())
-            return CacheResult.REVALIDATED
-        assert self.upstream is not None
-        try:
-            body = rewrite_json_api(response.body, self.upstream.is_allowed)
-        except JsonApiError as exc:
-            raise UpstreamProtocolError(
-                f"upstream JSON API for {project} is malformed: {exc}"
-            ) from exc
-        await self.storage.write_bytes(rel, body)
-        await self.storage.write_bytes(meta_rel, PageMeta(self.clock(), response.etag).dump())
-        return CacheResult.REVALIDATED if meta else CacheResult.MISS
+        return CacheResult.MISS if result is JsonResult.MISS else CacheResult.REVALIDATED

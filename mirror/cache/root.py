@@ -1,104 +1,35 @@
-"""The root ``/simple/`` list: streamed from upstream into the web root, never held whole.
+"""The root ``/simple/`` list in pull-through mode: streamed from upstream into the web
+root, never held whole, revalidated after ``index-ttl``.
 
 PyPI's root lists about 600,000 projects (30 MB); it is parsed incrementally and written
-straight into ``web/simple/index.html``, ``index.v1_html`` and ``index.v1_json`` (and
-their ``.gz`` siblings), all committed together once the whole list arrived.
+by ``project.root.RootWriter``, all forms committed together once the whole list arrived.
+An offline mirror without an upstream list lists the projects it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable
 
-from mirror.cache.pages import UPSTREAM_ACCEPT, CacheResult, PageMeta
+from mirror.cache.pages import CacheResult
 from mirror.core import layout
 from mirror.core.freshness import Freshness, decide
 from mirror.core.index import PageParseError
 from mirror.core.model import RootEntry
 from mirror.core.names import is_valid_project_name, normalize
-from mirror.core.rootlist import RootHtmlParser, RootJsonParser, RootRenderer
+from mirror.core.record import PageMeta
+from mirror.core.rootlist import RootHtmlParser, RootJsonParser
 from mirror.errors import UpstreamError, UpstreamNotFound, UpstreamProtocolError, UpstreamTooLarge
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
+from mirror.project.root import RootWriter, held_projects, write_root
+from mirror.project.source import UPSTREAM_ACCEPT
+from mirror.storage import Storage
 from mirror.upstream.client import UpstreamClient, last_serial_of
 
 log = get_logger("mirror.root")
 
 ROOT_LIMIT = 2 * 1024**3
-ROOT_FILES = ("index.html", "index.v1_html", "index.v1_json")
-
-
-class _PairWriter:
-    """A page and its gzip sibling, written together."""
-
-    def __init__(self, storage: FileSystemStorage, rel: str) -> None:
-        self.plain = storage.writer(rel)
-        self.packed = storage.writer(rel + ".gz")
-        self._zlib = zlib.compressobj(6, zlib.DEFLATED, 31)
-
-    async def write(self, data: bytes) -> None:
-        if data:
-            await self.plain.write(data)
-            await self.packed.write(self._zlib.compress(data))
-
-    async def commit(self) -> None:
-        await self.packed.write(self._zlib.flush())
-        await self.packed.commit()
-        await self.plain.commit()
-
-    async def abort(self) -> None:
-        await self.plain.abort()
-        await self.packed.abort()
-
-
-class RootWriter:
-    """Writes the three root pages from a stream of entries."""
-
-    def __init__(self, storage: FileSystemStorage, last_serial: int | None) -> None:
-        self.renderer = RootRenderer()
-        self.html = _PairWriter(storage, layout.simple_root("index.html"))
-        self.v1_html = _PairWriter(storage, layout.simple_root("index.v1_html"))
-        self.json = _PairWriter(storage, layout.simple_root("index.v1_json"))
-        self.last_serial = last_serial
-        self.count = 0
-        self._seen_head = False
-
-    async def _head(self) -> None:
-        if not self._seen_head:
-            self._seen_head = True
-            head = self.renderer.html_head()
-            await self.html.write(head)
-            await self.v1_html.write(head)
-            await self.json.write(self.renderer.json_head(self.last_serial))
-
-    async def add(self, entries: list[RootEntry]) -> None:
-        await self._head()
-        if not entries:
-            return
-        html = b"".join(self.renderer.html_entry(e) for e in entries)
-        parts = []
-        for entry in entries:
-            parts.append(self.renderer.json_entry(entry, self.count == 0))
-            self.count += 1
-        await self.html.write(html)
-        await self.v1_html.write(html)
-        await self.json.write(b"".join(parts))
-
-    async def commit(self) -> None:
-        await self._head()
-        tail = self.renderer.html_tail()
-        await self.html.write(tail)
-        await self.v1_html.write(tail)
-        await self.json.write(self.renderer.json_tail())
-        for writer in (self.json, self.v1_html, self.html):
-            await writer.commit()
-
-    async def abort(self) -> None:
-        for writer in (self.json, self.v1_html, self.html):
-            await writer.abort()
 
 
 def _clean(entries: list[RootEntry]) -> list[RootEntry]:
@@ -112,7 +43,7 @@ def _clean(entries: list[RootEntry]) -> list[RootEntry]:
 class RootCache:
     def __init__(
         self,
-        storage: FileSystemStorage,
+        storage: Storage,
         upstream: UpstreamClient | None,
         *,
         ttl: float,
@@ -125,11 +56,11 @@ class RootCache:
         self._inflight: asyncio.Task[CacheResult] | None = None
 
     async def _meta(self) -> PageMeta | None:
-        data = await self.storage.read_bytes("state/root.meta", limit=1 << 20)
+        data = await self.storage.read_bytes(layout.ROOT_META, limit=1 << 20)
         return PageMeta.load(data) if data else None
 
     async def ensure(self) -> CacheResult:
-        present = await self.storage.exists(layout.simple_root("index.v1_json"))
+        present = await self.storage.exists(layout.simple_root(layout.PAGE_V1_JSON))
         if self.upstream is None:
             if not present:
                 await self.build_from_local()
@@ -198,39 +129,13 @@ class RootCache:
         return CacheResult.REVALIDATED if meta else CacheResult.MISS
 
     async def _write_meta(self, meta: PageMeta) -> None:
-        await self.storage.write_bytes("state/root.meta", meta.dump())
+        await self.storage.write_bytes(layout.ROOT_META, meta.dump())
 
     async def build_from_local(self) -> int:
         """Offline without an upstream root: list the projects that have pages here."""
-        writer = RootWriter(self.storage, None)
-        try:
-            async for batch in self._local_projects():
-                await writer.add(batch)
-            await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
-        return writer.count
 
-    async def _local_projects(self) -> AsyncIterator[list[RootEntry]]:
-        base = self.storage.path("web/simple")
-        loop = asyncio.get_running_loop()
-        try:
-            entries = await loop.run_in_executor(None, os.scandir, base)
-        except FileNotFoundError:
-            return
+        async def entries() -> AsyncIterator[list[RootEntry]]:
+            async for batch in held_projects(self.storage):
+                yield [RootEntry(name) for name, _serial in batch]
 
-        def batch() -> list[RootEntry]:
-            found: list[RootEntry] = []
-            for entry in entries:
-                if entry.is_dir() and os.path.exists(os.path.join(entry.path, "index.v1_json")):
-                    found.append(RootEntry(entry.name))
-                    if len(found) >= 1000:
-                        break
-            return found
-
-        try:
-            while found := await loop.run_in_executor(None, batch):
-                yield found
-        finally:
-            entries.close()
+        return await write_root(self.storage, entries(), None)

@@ -156,6 +156,13 @@ def collapse(events: Iterable[ChangelogEvent], allowed: Callable[[str], bool]) -
     return entries
 
 
+def supersede(carried: PlanEntry, new: PlanEntry) -> PlanEntry:
+    """An entry carried from an earlier run and a new one for the same project: the one
+    that reaches further decides (a later ``remove project`` row turns a carried "page not
+    there yet" into "gone"; a later release turns a carried removal into a sync)."""
+    return new if new.serial >= carried.serial else carried
+
+
 def reconcile(
     project: str,
     *,

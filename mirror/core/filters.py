@@ -274,28 +274,3 @@ def _parse_version(text: str) -> Version | None:
 def _version_of(filename: str) -> Version | None:
     text = version_from_filename(filename)
     return None if text is None else _parse_version(text)
-
-
-def filter_json_api(data: bytes, page: ProjectPage) -> bytes:
-    """Cut a (rewritten) JSON API document down to the files and versions ``page`` kept."""
-    doc = json.loads(data)
-    if not isinstance(doc, dict):
-        return data
-    filenames = {f.filename for f in page.files}
-    versions = set(page.versions) if page.versions is not None else None
-
-    def keep(files: object) -> object:
-        if not isinstance(files, list):
-            return files
-        return [f for f in files if isinstance(f, dict) and f.get("filename") in filenames]
-
-    if "urls" in doc:
-        doc["urls"] = keep(doc["urls"])
-    releases = doc.get("releases")
-    if isinstance(releases, dict):
-        doc["releases"] = {
-            version: keep(files)
-            for version, files in releases.items()
-            if versions is None or version in versions or keep(files)
-        }
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()

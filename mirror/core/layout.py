@@ -1,14 +1,24 @@
 """Where things live under the storage root (pure: paths as strings, no file system).
 
+Every path the mirror uses is spelled here and nowhere else.
+
 ::
 
-    web/simple/index.html, index.v1_json, index.v1_html    root project list
-    web/simple/<project>/index.html, index.v1_html, index.v1_json   (+ .gz siblings)
-    web/pypi/<project>/json, web/pypi/<project>/<version>/json
+    web/simple/index.html, index.v1_html, index.v1_json     root project list (+ .gz)
+    web/simple/<project>/index.html, index.v1_json          the project's page (+ .gz)
+    web/simple/<project>/index.v1_html                      hard link to index.html (+ .gz)
+    web/pypi/<project>/json, web/pypi/<project>/<version>/json      JSON API
     web/packages/aa/bb/<60 hex>/<filename>   (+ <filename>.metadata)
-    state/pages/<project>.json     upstream page as parsed, with upstream URLs (derived data)
-    state/negative/<project>       "upstream has no such project", as of its mtime
-    tmp/                           temp files for atomic renames
+    web/tuf/timestamp.json, N.<role>.json    TUF metadata as verified, re-served verbatim
+    state/projects/<project>.json   when the page was fetched, its ETag and serial, and the
+                                    upstream URLs of its files (``core.record``)
+    state/pypi/<project>/json.meta  (and <version>/json.meta): the JSON API's freshness
+    state/negative/<project>        "upstream has no such project", as of its mtime
+    state/prune/<project>/<owner>   files to delete unless the page lists them (``project.intents``)
+    state/root.meta                 the root list's freshness
+    state/sync/                     the sync's state, run journal, deferred list, lock
+    state/tuf/                      python-tuf's trusted metadata, its lock, the last status
+    tmp/                            temp files for atomic renames (the filesystem backend's)
 
 The ``web/`` tree is bandersnatch-compatible so that a static server can serve it as is.
 """
@@ -51,11 +61,11 @@ class PackagePath:
 
     @property
     def web(self) -> str:
-        return f"{WEB}/packages/{self.rel}"
+        return f"{WEB_PACKAGES}/{self.rel}"
 
     @property
     def web_metadata(self) -> str:
-        return f"{self.web}.metadata"
+        return f"{self.web}{METADATA_SUFFIX}"
 
     @property
     def url_path(self) -> str:
@@ -94,17 +104,60 @@ def package_path_for(
     return None
 
 
+WEB_SIMPLE = f"{WEB}/simple"
+WEB_PACKAGES = f"{WEB}/packages"
+WEB_PYPI = f"{WEB}/pypi"
+WEB_TUF = f"{WEB}/tuf"
+
+#: The forms of a project page (and of the root list), by the name of their file.
+PAGE_HTML = "index.html"
+PAGE_V1_HTML = "index.v1_html"
+PAGE_V1_JSON = "index.v1_json"
+PAGE_FILES = (PAGE_HTML, PAGE_V1_HTML, PAGE_V1_JSON)
+GZIP_SUFFIX = ".gz"
+METADATA_SUFFIX = ".metadata"
+
+ROOT_META = f"{STATE}/root.meta"
+PRUNE_DIR = f"{STATE}/prune"
+SYNC_DIR = f"{STATE}/sync"
+SYNC_STATE = f"{SYNC_DIR}/state.json"
+SYNC_LOCK = f"{SYNC_DIR}/lock"
+SYNC_RUN_DIR = f"{SYNC_DIR}/run"
+SYNC_RUN_META = f"{SYNC_RUN_DIR}/run.json"
+SYNC_PLAN = f"{SYNC_RUN_DIR}/todo"
+SYNC_PROGRESS = f"{SYNC_RUN_DIR}/progress"
+SYNC_DEFERRED_PREFIX = "deferred-"
+CACHE_CURSOR = f"{SYNC_DIR}/cache-cursor"
+TUF_DIR = f"{STATE}/tuf"
+TUF_METADATA_DIR = f"{TUF_DIR}/metadata"
+TUF_LOCK = f"{TUF_DIR}/lock"
+TUF_STATUS = f"{TUF_DIR}/status.json"
+
+
+def metadata_rel(rel: str) -> str:
+    """The ``.metadata`` beside a stored distribution file."""
+    return rel + METADATA_SUFFIX
+
+
 def simple_page(project: str, name: str) -> str:
     """``name`` is one of ``index.html``, ``index.v1_html``, ``index.v1_json``."""
     return f"{WEB}/simple/{project}/{name}"
 
 
+
+
 def simple_root(name: str) -> str:
-    return f"{WEB}/simple/{name}"
+    return f"{WEB_SIMPLE}/{name}"
+
+
 
 
 def json_api(project: str) -> str:
-    return f"{WEB}/pypi/{project}/json"
+    return f"{WEB_PYPI}/{project}/json"
+
+
+def json_api_dir(project: str) -> str:
+    return f"{WEB_PYPI}/{project}"
 
 
 def is_safe_version(version: str) -> bool:
@@ -114,12 +167,49 @@ def is_safe_version(version: str) -> bool:
 def json_api_version(project: str, version: str) -> str:
     if not is_safe_version(version):
         raise ValueError(f"unsafe version string {version!r}")
-    return f"{WEB}/pypi/{project}/{version}/json"
+    return f"{WEB_PYPI}/{project}/{version}/json"
 
 
-def state_page(project: str) -> str:
-    return f"{STATE}/pages/{project}.json"
+def json_api_rel(project: str, version: str | None) -> str:
+    return json_api(project) if version is None else json_api_version(project, version)
+
+
+def json_api_meta(project: str, version: str | None) -> str:
+    """The freshness record of a JSON API answer, beside it in ``state/``."""
+    return f"{STATE}/{json_api_rel(project, version).removeprefix(WEB + '/')}.meta"
+
+
+def json_api_meta_dir(project: str) -> str:
+    return f"{STATE}/pypi/{project}"
+
+
+def project_record(project: str) -> str:
+    return f"{STATE}/projects/{project}.json"
 
 
 def state_negative(project: str) -> str:
     return f"{STATE}/negative/{project}"
+
+
+def prune_dir(project: str) -> str:
+    return f"{PRUNE_DIR}/{project}"
+
+
+def prune_intent(project: str, owner: str) -> str:
+    """The files a writer (``<host>.<pid>``) may leave unlisted for ``project``."""
+    return f"{PRUNE_DIR}/{project}/{owner}"
+
+
+def sync_deferred(run_id: str) -> str:
+    return f"{SYNC_DIR}/{SYNC_DEFERRED_PREFIX}{run_id}"
+
+
+def web_tuf(name: str) -> str:
+    """A published TUF metadata file (``timestamp.json``, ``N.<role>.json``)."""
+    return f"{WEB_TUF}/{name}"
+
+
+def tuf_metadata(name: str) -> str:
+    """A file in python-tuf's trusted metadata directory."""
+    return f"{TUF_METADATA_DIR}/{name}"
+

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.core import layout
 from mirror.core.layout import is_safe_version
 from mirror.core.names import is_valid_project_name, normalize
 from mirror.errors import UpstreamError, UpstreamNotFound
 from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
+from mirror.server.stored import stored_response
 
 JSON_HEADERS = {
     "Content-Type": "application/json",
@@ -35,7 +37,7 @@ async def json_api(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"project {project!r} {version or ''} not found\n") from exc
     except UpstreamError as exc:
         raise upstream_failure(exc, f"JSON of {project!r}") from exc
-    request[CACHE_RESULT] = result.value
+    request[CACHE_RESULT] = result
     svc.metrics.cache_results.labels("json", result.value).inc()
-    path = svc.storage.path(svc.jsonapi.web_path(project, version))
-    return web.FileResponse(path, headers=JSON_HEADERS)
+    rel = layout.json_api_rel(project, version)
+    return await stored_response(request, svc.storage, rel, dict(JSON_HEADERS))

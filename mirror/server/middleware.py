@@ -79,6 +79,7 @@ class AccessLogger(AbstractAccessLogger):
         metrics.requests.labels(route, str(response.status)).inc()
         metrics.request_seconds.labels(route).observe(time)
         metrics.bytes_served.inc(sent)
+        cache = request.get(CACHE_RESULT)
         log.info(
             "request",
             method=request.method,
@@ -86,7 +87,7 @@ class AccessLogger(AbstractAccessLogger):
             status=response.status,
             bytes=sent,
             duration_ms=round(time * 1000, 2),
-            cache=request.get(CACHE_RESULT),
+            cache=cache.value if cache is not None else None,
             remote=request.remote,
             request_id=request.get(REQUEST_ID),
         )

@@ -30,12 +30,12 @@ async def health(request: web.Request) -> web.StreamResponse:
         "upstream": svc.config.upstream.url,
         "cache_bytes": svc.evictor.total if svc.evictor else None,
     }
-    tuf: dict[str, object] = (
-        svc.trust.status() if svc.trust is not None else {"mode": svc.config.tuf.mode}
-    )
-    body["tuf"] = tuf
-    if tuf.get("state") in ("refused", "expired", "unavailable"):
-        body["status"] = "degraded"  # cached content is served; new content is refused
+    if svc.trust is not None:
+        body["tuf"] = svc.trust.status()
+        if svc.trust.state().degraded:
+            body["status"] = "degraded"  # cached content is served; new content is refused
+    else:
+        body["tuf"] = {"mode": svc.config.tuf.mode}
     return web.json_response(body)
 
 

@@ -1,26 +1,28 @@
 """``/packages/aa/bb/<digest>/<filename>`` and ``<filename>.metadata``.
 
 A hit is a ``web.FileResponse`` (sendfile, Range, HEAD, ETag, 304). A miss joins the
-file's single download and streams from its temp file, holding back the tail until the
-download was verified; if verification fails the connection is aborted.
+file's single download and streams the bytes written so far, holding back the tail until
+the download was verified; if verification fails the connection is aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-import aiofiles
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from mirror.cache.files import HOLDBACK, Download, FileCache, Located
-from mirror.core.layout import PackagePath, parse_package_path
+from mirror.cache.files import FileCache, Located
+from mirror.cache.pages import CacheResult
+from mirror.core.layout import METADATA_SUFFIX, PackagePath, parse_package_path
 from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
 from mirror.log import get_logger
+from mirror.project.files import HOLDBACK, Download
 from mirror.server.errors import upstream_failure
-from mirror.server.keys import CACHE_RESULT, Services, services
+from mirror.server.keys import CACHE_RESULT, services
+from mirror.server.stored import stored_response
+from mirror.services import Services
 
 log = get_logger("mirror.packages")
 _background: set[asyncio.Task[None]] = set()
@@ -33,7 +35,7 @@ CONDITIONAL_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since"
 def file_headers(filename: str) -> dict[str, str]:
     content_type = (
         "text/plain; charset=utf-8"
-        if filename.endswith(".metadata")
+        if filename.endswith(METADATA_SUFFIX)
         else "application/octet-stream"
     )
     return {
@@ -44,8 +46,8 @@ def file_headers(filename: str) -> dict[str, str]:
 
 
 def _parse(tail: str) -> tuple[PackagePath, bool]:
-    is_metadata = tail.endswith(".metadata")
-    path = parse_package_path(tail.removesuffix(".metadata") if is_metadata else tail)
+    is_metadata = tail.endswith(METADATA_SUFFIX)
+    path = parse_package_path(tail.removesuffix(METADATA_SUFFIX) if is_metadata else tail)
     if path is None:
         raise web.HTTPNotFound(
             text="not a package path: expected /packages/aa/bb/<60 hex>/<filename>\n"
@@ -59,13 +61,13 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     rel = path.web_metadata if is_metadata else path.web
     if svc.files.known_present(rel) or await svc.storage.stat(rel) is not None:
         svc.files.note_present(rel)
-        request[CACHE_RESULT] = "hit"
-        svc.metrics.cache_results.labels("file", "hit").inc()
+        request[CACHE_RESULT] = CacheResult.HIT
+        svc.metrics.cache_results.labels("file", CacheResult.HIT.value).inc()
         return await _serve_stored(request, svc, rel)
     if svc.pages.offline:
         raise web.HTTPNotFound(text=f"{path.filename} is not held by this offline mirror\n")
-    request[CACHE_RESULT] = "miss"
-    svc.metrics.cache_results.labels("file", "miss").inc()
+    request[CACHE_RESULT] = CacheResult.MISS
+    svc.metrics.cache_results.labels("file", CacheResult.MISS.value).inc()
     try:
         located = await svc.files.locate(path)
     except (UpstreamError, IntegrityError) as exc:
@@ -81,7 +83,7 @@ async def package_file(request: web.Request) -> web.StreamResponse:
         except MirrorError as exc:
             raise upstream_failure(exc, path.filename) from exc
         return await _serve_stored(request, svc, rel)
-    return await _stream_download(request, svc, download)
+    return await _stream_download(request, download)
 
 
 async def _metadata_miss(
@@ -92,7 +94,7 @@ async def _metadata_miss(
     except UpstreamNotFound:
         found = False
     except (UpstreamError, IntegrityError) as exc:
-        raise upstream_failure(exc, located.item.file.filename + ".metadata") from exc
+        raise upstream_failure(exc, located.item.file.filename + METADATA_SUFFIX) from exc
     if not found:
         raise web.HTTPNotFound(text=f"no metadata for {located.item.file.filename}\n")
     return await _serve_stored(request, svc, rel)
@@ -112,10 +114,16 @@ class _ReaderFileResponse(web.FileResponse):
 
 
 async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.StreamResponse:
-    path = svc.storage.path(rel)
     if svc.evictor is not None:  # access times matter only for eviction
         _touch_later(svc, rel)
-    return _ReaderFileResponse(path, svc.files, rel, file_headers(path.name))
+    headers = file_headers(rel)
+    return await stored_response(
+        request,
+        svc.storage,
+        rel,
+        headers,
+        make=lambda path, h: _ReaderFileResponse(path, svc.files, rel, h),
+    )
 
 
 def _touch_later(svc: Services, rel: str) -> None:
@@ -124,15 +132,15 @@ def _touch_later(svc: Services, rel: str) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def _stream_download(
-    request: web.Request, svc: Services, download: Download
-) -> web.StreamResponse:
+async def _stream_download(request: web.Request, download: Download) -> web.StreamResponse:
     name = download.item.file.filename
-    await download.temp_ready.wait()
-    handle = await _open_download(svc, download)
-    if handle is None:
+    await download.started.wait()
+    reader = await download.open_reader()
+    if reader is None:
         error = download.error or UpstreamError("the download vanished")
-        raise upstream_failure(_as_mirror_error(error), name)
+        if not isinstance(error, MirrorError):
+            raise error
+        raise upstream_failure(error, name)
     response = web.StreamResponse(headers=file_headers(name))
     if download.expected_size is not None:
         response.content_length = download.expected_size
@@ -147,7 +155,7 @@ async def _stream_download(
                 return response
             limit = available if finished else max(0, available - HOLDBACK)
             while sent < limit:
-                chunk = await handle.read(min(READ_CHUNK, limit - sent))
+                chunk = await reader.read(min(READ_CHUNK, limit - sent))
                 if not chunk:
                     break
                 await response.write(chunk)
@@ -158,25 +166,10 @@ async def _stream_download(
         await response.write_eof()
     except ConnectionResetError:
         # The client went away; the download goes on for the others and for the cache.
-        request[CACHE_RESULT] = "miss-client-gone"
+        request[CACHE_RESULT] = CacheResult.CLIENT_GONE
     finally:
-        await handle.close()
+        await reader.close()
     return response
-
-
-async def _open_download(svc: Services, download: Download) -> Any | None:
-    """The temp file being written, or the committed file if the rename came first;
-    None when neither exists (the download failed before we could open it)."""
-    final = str(svc.storage.path(download.item.path.web))
-    candidates = (
-        [final] if download.ok or download.temp_path is None else [download.temp_path, final]
-    )
-    for source in candidates:
-        try:
-            return await aiofiles.open(source, "rb")
-        except FileNotFoundError:
-            continue
-    return None
 
 
 def _abort(request: web.Request, download: Download) -> None:
@@ -188,6 +181,3 @@ def _abort(request: web.Request, download: Download) -> None:
     if request.transport is not None:
         request.transport.abort()
 
-
-def _as_mirror_error(exc: BaseException) -> MirrorError:
-    return exc if isinstance(exc, MirrorError) else UpstreamError(str(exc))

@@ -14,12 +14,13 @@ from mirror.core.negotiate import IndexFormat, MalformedAccept, choose_format
 from mirror.errors import IntegrityError, UpstreamError, UpstreamNotFound
 from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
+from mirror.server.stored import stored_response
 
 PAGE_CACHE_CONTROL = "max-age=600, public"
 FILE_FOR_FORMAT = {
-    IndexFormat.HTML_LEGACY: "index.html",
-    IndexFormat.HTML_V1: "index.v1_html",
-    IndexFormat.JSON_V1: "index.v1_json",
+    IndexFormat.HTML_LEGACY: layout.PAGE_HTML,
+    IndexFormat.HTML_V1: layout.PAGE_V1_HTML,
+    IndexFormat.JSON_V1: layout.PAGE_V1_JSON,
 }
 MAX_QUERY_LENGTH = 2048
 
@@ -65,10 +66,10 @@ async def root_page(request: web.Request) -> web.StreamResponse:
         result = await svc.root.ensure()
     except UpstreamError as exc:
         raise upstream_failure(exc, "the project list") from exc
-    request[CACHE_RESULT] = result.value
+    request[CACHE_RESULT] = result
     svc.metrics.cache_results.labels("root", result.value).inc()
-    path = svc.storage.path(layout.simple_root(FILE_FOR_FORMAT[fmt]))
-    return web.FileResponse(path, headers=page_headers(fmt, None))
+    rel = layout.simple_root(FILE_FOR_FORMAT[fmt])
+    return await stored_response(request, svc.storage, rel, page_headers(fmt, None))
 
 
 async def root_redirect(request: web.Request) -> web.StreamResponse:
@@ -94,25 +95,25 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     try:
         result = await svc.pages.ensure(project)
     except UpstreamNotFound as exc:
-        request[CACHE_RESULT] = "negative"
+        request[CACHE_RESULT] = CacheResult.NEGATIVE
         raise web.HTTPNotFound(text=f"project {project!r} not found\n") from exc
     except (UpstreamError, IntegrityError) as exc:
         raise upstream_failure(exc, f"project {project!r}") from exc
-    request[CACHE_RESULT] = result.value
+    request[CACHE_RESULT] = result
     svc.metrics.cache_results.labels("page", result.value).inc()
-    meta = await svc.pages.served_meta(project)
-    serial = meta.last_serial if meta else None
+    record = await svc.pages.served_record(project)
+    serial = record.meta.last_serial if record else None
     if svc.pages.offline:
         return await _offline_page(request, project, fmt, serial)
-    path = svc.storage.path(layout.simple_page(project, FILE_FOR_FORMAT[fmt]))
-    return web.FileResponse(path, headers=page_headers(fmt, serial))
+    rel = layout.simple_page(project, FILE_FOR_FORMAT[fmt])
+    return await stored_response(request, svc.storage, rel, page_headers(fmt, serial))
 
 
 async def _offline_page(
     request: web.Request, project: str, fmt: IndexFormat, serial: int | None
 ) -> web.StreamResponse:
     """Offline: list only what is held here, rendered per request."""
-    page = await services(request).pages.local_page(project)
+    page = await services(request).keeper.offline_page(project)
     if page is None:
         raise web.HTTPNotFound(text=f"project {project!r} not found\n")
     body = render_project_json(page) if fmt is IndexFormat.JSON_V1 else render_project_html(page)
@@ -125,5 +126,5 @@ async def _offline_page(
         )
     response = web.Response(body=body, headers=headers)
     response.enable_compression()
-    request[CACHE_RESULT] = CacheResult.HIT.value
+    request[CACHE_RESULT] = CacheResult.HIT
     return response

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.cache.pages import CacheResult
+from mirror.core import layout
 from mirror.server.keys import CACHE_RESULT, services
+from mirror.server.stored import stored_response
 from mirror.trust.paths import parse_metadata_name
-from mirror.trust.publish import web_rel
 
 VERSIONED_CACHE_CONTROL = "max-age=365000000, immutable, public"
 TIMESTAMP_CACHE_CONTROL = "no-cache"
@@ -32,19 +34,19 @@ async def metadata(request: web.Request) -> web.StreamResponse:
         )
     version, _role = parsed
     trust = svc.trust
-    rel = web_rel(name)
+    rel = layout.web_tuf(name)
     if version is None and trust is not None:
         await trust.maybe_refresh()
     info = await svc.storage.stat(rel)
     if info is None and trust is not None and await trust.ensure_metadata(name):
-        request[CACHE_RESULT] = "miss"
+        request[CACHE_RESULT] = CacheResult.MISS
         info = await svc.storage.stat(rel)
     elif info is not None:
-        request[CACHE_RESULT] = "hit"
+        request[CACHE_RESULT] = CacheResult.HIT
     if info is None:
         raise web.HTTPNotFound(text=f"{name} is not held by this mirror\n")
     headers = {
         "Content-Type": "application/json",
         "Cache-Control": TIMESTAMP_CACHE_CONTROL if version is None else VERSIONED_CACHE_CONTROL,
     }
-    return web.FileResponse(svc.storage.path(rel), headers=headers)
+    return await stored_response(request, svc.storage, rel, headers)

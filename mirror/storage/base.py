@@ -1,4 +1,24 @@
-"""The storage seam. Paths are ``/``-separated and relative to the storage root."""
+"""The storage seam: the only way code outside ``mirror/storage/`` touches the store.
+
+Paths are ``/``-separated strings relative to the storage root, made by
+:mod:`mirror.core.layout` and checked by the backend (no ``..``, no absolute paths). A
+backend keeps three areas: ``web/`` (the static tree), ``state/`` (bookkeeping derived from
+or beside it) and its own temp space, where writes wait until they are committed.
+
+What every backend gives:
+
+- streamed reads (``open_read``) and whole small reads (``read_bytes``, ``read_tail``);
+- streamed atomic writes (``writer``): invisible until ``commit``, nothing left by
+  ``abort`` or a crash; ``link`` makes one path hold the same bytes as another;
+- ``stat``, ``delete`` (empty parent directories go too), ``delete_tree``, walks
+  (``iter_files``, ``iter_names``);
+- ``open_append`` for an append-only log with group commit, and ``lock`` for a lock that
+  processes sharing the store respect;
+- ``local_path``: the real file behind a path, or None when the backend has none (object
+  storage). Callers that need a file (sendfile, a wheel's zip directory, python-tuf's
+  metadata directory) ask for it here and keep a streaming fallback where one is possible;
+  ``scratch_dir`` is local space for temporary files that are not part of the store.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +26,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+#: Default bound of ``read_bytes``: a page, a state record, a metadata file.
+READ_LIMIT = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -16,33 +39,101 @@ class FileInfo:
     atime: float
 
 
+class ByteReader(Protocol):
+    """Sequential reads of one stored (or still being written) file."""
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; b"" at the current end."""
+
+    async def close(self) -> None: ...
+
+
 class AtomicWriter(Protocol):
     """A file being written: invisible until ``commit``; ``abort`` leaves nothing behind."""
-
-    @property
-    def temp_path(self) -> Path: ...
 
     @property
     def written(self) -> int: ...
 
     async def write(self, data: bytes) -> None: ...
 
-    async def commit(self) -> None: ...
+    async def flush(self) -> None:
+        """Make the bytes written so far readable through ``open_reader`` (not durable)."""
 
-    async def abort(self) -> None: ...
+    async def open_reader(self) -> ByteReader | None:
+        """A reader of the bytes written so far, which keeps working across ``commit``;
+        None when the write failed and nothing is left to read."""
+
+    async def commit(self) -> None:
+        """Durably put the bytes at the destination, replacing what was there."""
+
+    async def abort(self) -> None:
+        """Drop the bytes (a no-op after ``commit``); never raises for a full disk."""
+
+
+class AppendLog(Protocol):
+    """An append-only file: ``append`` buffers, ``sync`` makes every appended byte durable."""
+
+    def append(self, data: bytes) -> None: ...
+
+    async def sync(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StoreLock(Protocol):
+    """An exclusive lock shared by every process using the store, released if one dies."""
+
+    def acquire(self, *, wait: bool = False) -> None:
+        """Take the lock; without ``wait`` raise :class:`~mirror.errors.LockHeld` at once
+        when another process holds it. Blocking: call it off the event loop when waiting."""
+
+    def release(self) -> None: ...
 
 
 class Storage(Protocol):
+    def describe(self) -> str:
+        """Where the store is, for messages (a directory, a bucket)."""
+
     async def stat(self, rel: str) -> FileInfo | None: ...
 
-    async def read_bytes(self, rel: str, limit: int) -> bytes | None: ...
+    async def exists(self, rel: str) -> bool: ...
+
+    async def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
+        """The whole file (StorageError when over ``limit``), or None when missing."""
+
+    async def read_tail(self, rel: str, size: int) -> bytes | None:
+        """The last ``size`` bytes (fewer if the file is shorter), or None when missing."""
+
+    async def open_read(self, rel: str) -> ByteReader | None: ...
 
     async def write_bytes(self, rel: str, data: bytes) -> None: ...
 
     def writer(self, rel: str) -> AtomicWriter: ...
 
-    async def delete(self, rel: str) -> bool: ...
+    async def link(self, src: str, dest: str) -> None:
+        """Make ``dest`` hold what ``src`` holds now (a hard link where possible)."""
 
-    async def touch_access(self, rel: str) -> None: ...
+    async def delete(self, rel: str) -> bool:
+        """Remove a file (and parent directories it leaves empty); False if it was missing."""
 
-    def iter_files(self, prefix: str) -> AsyncIterator[FileInfo]: ...
+    async def delete_tree(self, prefix: str) -> int:
+        """Remove every file below ``prefix``; the number removed."""
+
+    def iter_files(self, prefix: str) -> AsyncIterator[FileInfo]:
+        """Every file below ``prefix``, streamed (no order promised)."""
+
+    def iter_names(self, prefix: str) -> AsyncIterator[list[str]]:
+        """The names directly below ``prefix`` (files and directories), in batches."""
+
+    async def touch_access(self, rel: str) -> None:
+        """Record a read, for least-recently-used eviction."""
+
+    def open_append(self, rel: str) -> AppendLog: ...
+
+    def lock(self, rel: str) -> StoreLock: ...
+
+    def local_path(self, rel: str) -> Path | None:
+        """The real file or directory behind ``rel``, or None (object storage)."""
+
+    def scratch_dir(self) -> Path:
+        """Local space for temporary files that are not part of the store."""

@@ -1,7 +1,10 @@
 """Filesystem storage: a directory with ``web/``, ``state/`` and ``tmp/``.
 
 Writes go to a temp file in ``tmp/`` (same filesystem as ``web/``), are fsynced and then
-renamed into place, so a reader sees either the old file or the whole new one.
+renamed into place (and the directory fsynced), so a reader sees either the old file or
+the whole new one, also after a crash. Every temp file's name starts with its writer's
+PID, so that start-up removes what dead processes left and never what a live ``serve`` or
+``sync`` beside it is writing. Blocking calls run in the default executor.
 """
 
 from __future__ import annotations
@@ -9,23 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
+import shutil
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, TypeVar
 
-import aiofiles
-import aiofiles.os
+from mirror.core import layout
+from mirror.errors import LockHeld, StorageError, UnsafePathError
+from mirror.storage.base import READ_LIMIT, FileInfo
 
-from mirror.errors import StorageError, UnsafePathError
-from mirror.storage.base import FileInfo
+T = TypeVar("T")
 
 _FORBIDDEN_CHARS = ("\x00", "\\")
 # A temp file untouched this long is abandoned even if its PID is alive again (reused).
 TEMP_FILE_MAX_IDLE = 3600.0
+# Directories never removed when they become empty: the areas and their first level.
+_KEPT_DEPTH = 2
+_REPLACE_ATTEMPTS = 3
+NAMES_BATCH = 1000
 
 
 def check_rel(rel: str) -> list[str]:
@@ -39,91 +48,212 @@ def check_rel(rel: str) -> list[str]:
     return parts
 
 
+async def _blocking(fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _move_into_place(temp: Path, dest: Path) -> None:
+    """Rename a finished (fsynced) temp file to ``dest`` and make the rename durable.
+
+    A concurrent ``delete`` may remove the (empty) parent between ``mkdir`` and
+    ``replace``; then both are simply done again.
+    """
+    for attempt in range(_REPLACE_ATTEMPTS):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(temp, dest)
+            break
+        except FileNotFoundError:
+            if attempt == _REPLACE_ATTEMPTS - 1 or not temp.exists():
+                raise
+    _fsync_dir(dest.parent)
+
+
+class _FileReader:
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+
+    async def read(self, size: int) -> bytes:
+        return await _blocking(self._handle.read, size)
+
+    async def close(self) -> None:
+        await _blocking(self._handle.close)
+
+
+def _open_first(paths: list[Path]) -> IO[bytes] | None:
+    for path in paths:
+        try:
+            return path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            continue
+    return None
+
+
 class FileSystemWriter:
     def __init__(self, storage: FileSystemStorage, rel: str) -> None:
-        self._storage = storage
-        self._dest = storage.path(rel)
-        name = self._dest.name[-80:]
-        # The writer's PID leads the name, so that start-up can tell a dead process's
-        # leftovers from the live downloads of a `sync` or `serve` running beside it.
-        self._temp = storage.root / "tmp" / f"{os.getpid()}.{secrets.token_hex(8)}.{name}.part"
-        self._file: Any = None
+        self._dest = storage.file(rel)
+        self._temp = storage.temp_path(self._dest.name)
+        self._handle: IO[bytes] | None = None
         self._written = 0
-        self._done = False
-
-    @property
-    def temp_path(self) -> Path:
-        return self._temp
+        self._committed = False
+        self._aborted = False
 
     @property
     def written(self) -> int:
         return self._written
 
-    async def _open(self) -> Any:
-        if self._file is None:
-            self._file = await aiofiles.open(self._temp, "wb")
-        return self._file
+    def _open(self) -> IO[bytes]:
+        if self._handle is None:
+            self._handle = self._temp.open("wb")
+        return self._handle
 
     async def write(self, data: bytes) -> None:
-        handle = await self._open()
-        await handle.write(data)
+        def write() -> None:
+            self._open().write(data)
+
+        await _blocking(write)
         self._written += len(data)
 
     async def flush(self) -> None:
-        """Make written bytes visible to readers of ``temp_path`` (not durable)."""
-        if self._file is not None:
-            await self._file.flush()
+        await _blocking(lambda: self._open().flush())
+
+    async def open_reader(self) -> _FileReader | None:
+        # An open descriptor of the temp file keeps reading the same bytes after the rename.
+        paths = [self._dest] if self._committed else [self._temp, self._dest]
+        handle = await _blocking(_open_first, paths)
+        return None if handle is None or self._aborted else _FileReader(handle)
 
     async def commit(self) -> None:
-        handle = await self._open()
-        await handle.flush()
-        await asyncio.get_running_loop().run_in_executor(
-            None, _finish, handle.fileno(), self._temp, self._dest
-        )
-        await handle.close()
-        self._file = None
-        self._done = True
+        def finish() -> None:
+            handle = self._open()
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            self._handle = None
+            _move_into_place(self._temp, self._dest)
+
+        await _blocking(finish)
+        self._committed = True
 
     async def abort(self) -> None:
-        if self._file is not None:
-            await self._file.close()
-            self._file = None
-        if not self._done:
+        if self._committed or self._aborted:
+            return
+        self._aborted = True
+
+        def drop() -> None:
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                # Closing flushes; on a full disk that flush fails, the unlink must not.
+                with contextlib.suppress(OSError):
+                    handle.close()
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(self._temp)
-        self._done = True
+                self._temp.unlink()
+
+        await _blocking(drop)
 
     async def __aenter__(self) -> FileSystemWriter:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if not self._done:
-            await self.abort()
+        await self.abort()
 
 
-def _finish(fd: int, temp: Path, dest: Path) -> None:
-    os.fsync(fd)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temp, dest)
-    dir_fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+class FileAppendLog:
+    """``O_APPEND`` writes and ``fdatasync``, several appends per sync (group commit)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._pending: list[bytes] = []
+        self._lock = asyncio.Lock()
+
+    def append(self, data: bytes) -> None:
+        self._pending.append(data)
+
+    async def sync(self) -> None:
+        async with self._lock:
+            if not self._pending:
+                return
+            data, self._pending = b"".join(self._pending), []
+
+            def write() -> None:
+                if self._fd is None:
+                    self._path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.write(self._fd, data)
+                os.fdatasync(self._fd)
+
+            await _blocking(write)
+
+    async def close(self) -> None:
+        await self.sync()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class FileLock:
+    """An advisory ``flock``: released by the kernel when its process dies (also on
+    ``kill -9``), so a stale lock file never blocks anyone. The holder's PID is written
+    into the file for the message others get."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, *, wait: bool = False) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise LockHeld(str(self.path), holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class FileSystemStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._tmp = root / layout.TMP
 
     @classmethod
     def open(cls, root: Path) -> FileSystemStorage:
         """Create the tree if needed and check that it is writable (blocking; start-up only)."""
         root = root.expanduser().absolute()
         try:
-            for sub in ("web", "state", "tmp"):
-                (root / sub).mkdir(parents=True, exist_ok=True)
-            probe = root / "tmp" / f"probe-{secrets.token_hex(4)}"
+            for area in (layout.WEB, layout.STATE, layout.TMP):
+                (root / area).mkdir(parents=True, exist_ok=True)
+            probe = root / layout.TMP / f"probe-{secrets.token_hex(4)}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -136,11 +266,14 @@ class FileSystemStorage:
         storage.clean_tmp()
         return storage
 
+    def describe(self) -> str:
+        return str(self.root)
+
     def clean_tmp(self, older_than: float = TEMP_FILE_MAX_IDLE) -> int:
         """Remove temp files of processes that are gone, and any idle for ``older_than``."""
         removed = 0
         now = time.time()
-        for entry in os.scandir(self.root / "tmp"):
+        for entry in os.scandir(self._tmp):
             with contextlib.suppress(OSError):
                 if not entry.is_file():
                     continue
@@ -151,30 +284,64 @@ class FileSystemStorage:
                     removed += 1
         return removed
 
-    def path(self, rel: str) -> Path:
+    def temp_path(self, name: str) -> Path:
+        """A new temp file name in ``tmp/``, led by this process's PID."""
+        return self._tmp / f"{os.getpid()}.{secrets.token_hex(8)}.{name[-80:]}.part"
+
+    def file(self, rel: str) -> Path:
         return self.root.joinpath(*check_rel(rel))
 
+    def local_path(self, rel: str) -> Path:
+        return self.file(rel)
+
+    def scratch_dir(self) -> Path:
+        return self._tmp
+
     async def stat(self, rel: str) -> FileInfo | None:
+        path = self.file(rel)
         try:
-            st = await aiofiles.os.stat(self.path(rel))
+            st = await _blocking(os.stat, path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not _is_regular(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             return None
         return FileInfo(rel, st.st_size, st.st_mtime, st.st_atime)
 
     async def exists(self, rel: str) -> bool:
         return await self.stat(rel) is not None
 
-    async def read_bytes(self, rel: str, limit: int = 256 * 1024**2) -> bytes | None:
-        try:
-            async with aiofiles.open(self.path(rel), "rb") as handle:
-                data: bytes = await handle.read(limit + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        if len(data) > limit:
+    async def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
+        path = self.file(rel)
+
+        def read() -> bytes | None:
+            try:
+                with path.open("rb") as handle:
+                    return handle.read(limit + 1)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+
+        data = await _blocking(read)
+        if data is not None and len(data) > limit:
             raise StorageError(f"{rel} is larger than {limit} bytes")
         return data
+
+    async def read_tail(self, rel: str, size: int) -> bytes | None:
+        path = self.file(rel)
+
+        def read() -> bytes | None:
+            try:
+                with path.open("rb") as handle:
+                    end = handle.seek(0, os.SEEK_END)
+                    handle.seek(max(0, end - size))
+                    return handle.read(size)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+
+        return await _blocking(read)
+
+    async def open_read(self, rel: str) -> _FileReader | None:
+        handle = await _blocking(_open_first, [self.file(rel)])
+        return None if handle is None else _FileReader(handle)
 
     async def write_bytes(self, rel: str, data: bytes) -> None:
         writer = self.writer(rel)
@@ -187,33 +354,80 @@ class FileSystemStorage:
     def writer(self, rel: str) -> FileSystemWriter:
         return FileSystemWriter(self, rel)
 
+    async def link(self, src: str, dest: str) -> None:
+        source, target = self.file(src), self.file(dest)
+        temp = self.temp_path(target.name)
+
+        def link() -> None:
+            try:
+                os.link(source, temp)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(source, temp)
+                with temp.open("rb") as handle:
+                    os.fsync(handle.fileno())
+            try:
+                _move_into_place(temp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+
+        await _blocking(link)
+
     async def delete(self, rel: str) -> bool:
-        try:
-            await aiofiles.os.remove(self.path(rel))
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return True
+        path = self.file(rel)
+        depth = len(check_rel(rel))
+
+        def delete() -> bool:
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            parent = path.parent
+            for _ in range(depth - 1 - _KEPT_DEPTH):
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
+                parent = parent.parent
+            return True
+
+        return await _blocking(delete)
+
+    async def delete_tree(self, prefix: str) -> int:
+        removed = 0
+        async for info in self.iter_files(prefix):
+            removed += await self.delete(info.rel)
+        base = self.file(prefix)
+
+        def sweep() -> None:
+            for directory, _dirs, _files in sorted(os.walk(base), reverse=True):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+
+        if len(check_rel(prefix)) > _KEPT_DEPTH:
+            await _blocking(sweep)
+        return removed
 
     async def touch_access(self, rel: str) -> None:
         """Record a read for LRU eviction: set atime, keep mtime (so ETags stay)."""
-        path = self.path(rel)
+        path = self.file(rel)
 
         def touch() -> None:
             with contextlib.suppress(OSError):
                 st = os.stat(path)
                 os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
 
-        await asyncio.get_running_loop().run_in_executor(None, touch)
+        await _blocking(touch)
 
     async def iter_files(self, prefix: str) -> AsyncIterator[FileInfo]:
         """Every regular file below ``prefix``, streamed directory by directory."""
-        base = self.path(prefix)
-        loop = asyncio.get_running_loop()
-        stack = [base]
+        stack = [self.file(prefix)]
         while stack:
             directory = stack.pop()
             try:
-                entries = await loop.run_in_executor(None, _scan, directory)
+                entries = await _blocking(_scan, directory)
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     continue
@@ -224,6 +438,37 @@ class FileSystemStorage:
                 else:
                     rel = path.relative_to(self.root).as_posix()
                     yield FileInfo(rel, size, mtime, atime)
+
+    async def iter_names(self, prefix: str) -> AsyncIterator[list[str]]:
+        base = self.file(prefix)
+        try:
+            entries = await _blocking(os.scandir, base)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+
+        def take() -> list[str]:
+            return [entry.name for _, entry in zip(range(NAMES_BATCH), entries, strict=False)]
+
+        try:
+            while batch := await _blocking(take):
+                yield batch
+        finally:
+            entries.close()
+
+    def open_append(self, rel: str) -> FileAppendLog:
+        return FileAppendLog(self.file(rel))
+
+    def lock(self, rel: str) -> FileLock:
+        return FileLock(self.file(rel))
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        data = os.pread(fd, 32, 0)
+    except OSError:
+        return None
+    text = data.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
 
 
 def _owner_pid(temp_name: str) -> int | None:
@@ -241,10 +486,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)
 
 
 def _scan(directory: Path) -> list[tuple[Path, bool, int, float, float]]:

@@ -12,15 +12,13 @@ import json
 import sys
 
 from mirror.config import Config
-from mirror.core.filters import Filters
-from mirror.errors import ConfigError, MirrorError, StorageError
+from mirror.core import layout
+from mirror.errors import ConfigError, LockHeld, MirrorError, StorageError
 from mirror.log import configure_logging, get_logger
-from mirror.storage import FileSystemStorage
-from mirror.sync.engine import SyncEngine, SyncResult, filters_from_config
-from mirror.sync.journal import LOCK
-from mirror.sync.lock import SyncLock, SyncLocked
+from mirror.services import Purpose, filters_from_config, open_services
+from mirror.storage import Storage, open_storage
+from mirror.sync.engine import SyncEngine, SyncResult, sync_lock_error
 from mirror.sync.progress import Progress, ProgressReporter, human_bytes
-from mirror.sync.services import sync_services
 from mirror.sync.status import gather_status, render_status
 
 EXIT_OK = 0
@@ -42,36 +40,34 @@ def run_sync(config: Config) -> int:
         # The progress line replaces per-project log lines; warnings still show.
         configure_logging("warning", config.log.format)
     try:
-        filters = filters_from_config(config)
+        filters_from_config(config)
+        storage = open_storage(config.storage)
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", EXIT_CONFIG)
-    root = config.storage.path.expanduser().absolute()
-    lock = SyncLock(root / LOCK)
+    except StorageError as exc:
+        return _fail(f"{exc} (configuration: {config.source})", EXIT_CONFIG)
+    lock = storage.lock(layout.SYNC_LOCK)
     try:
         lock.acquire()
-    except SyncLocked as exc:
-        return _fail(f"sync not started: {exc}", EXIT_LOCKED)
+    except LockHeld as exc:
+        return _fail(f"sync not started: {sync_lock_error(storage, exc)}", EXIT_LOCKED)
     except OSError as exc:
         return _fail(
-            f"storage path {root} is not usable: {exc.strerror or exc} "
+            f"storage path {storage.describe()} is not usable: {exc.strerror or exc} "
             f"(configuration: {config.source})",
             EXIT_CONFIG,
         )
     try:
-        try:
-            storage = FileSystemStorage.open(root)
-        except StorageError as exc:
-            return _fail(f"{exc} (configuration: {config.source})", EXIT_CONFIG)
         progress = Progress()
         try:
-            result = asyncio.run(_sync(config, storage, filters, progress, tty))
+            result = asyncio.run(_sync(config, storage, progress, tty))
         except KeyboardInterrupt:
             return _fail("sync interrupted; run sync again to resume", EXIT_INCOMPLETE)
         except MirrorError as exc:
             return _fail(f"sync failed: {exc}", EXIT_INCOMPLETE)
         except OSError as exc:
             return _fail(
-                f"sync failed: storage error in {root}: {exc}; "
+                f"sync failed: storage error in {storage.describe()}: {exc}; "
                 "fix it (disk space, permissions), then run sync again to resume",
                 EXIT_INCOMPLETE,
             )
@@ -101,24 +97,10 @@ def run_sync(config: Config) -> int:
     return _fail(f"sync incomplete: {result.reason}", EXIT_INCOMPLETE)
 
 
-async def _sync(
-    config: Config,
-    storage: FileSystemStorage,
-    filters: Filters,
-    progress: Progress,
-    tty: bool,
-) -> SyncResult:
+async def _sync(config: Config, storage: Storage, progress: Progress, tty: bool) -> SyncResult:
     reporter = ProgressReporter(progress, sys.stderr, tty=tty)
-    async with sync_services(config, storage) as services:
-        engine = SyncEngine(
-            storage,
-            services.upstream,
-            services.pages,
-            services.files,
-            config.sync,
-            filters,
-            progress=progress,
-        )
+    async with open_services(config, storage, purpose=Purpose.SYNC) as services:
+        engine = SyncEngine(services, progress=progress)
         reporter.start()
         try:
             return await engine.run(locked=True)

@@ -15,22 +15,23 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mirror.cache.files import FileCache
-from mirror.cache.pages import PageCache
-from mirror.config import Config, SyncConfig
+from mirror.concurrency import KeyedLocks
+from mirror.config import SyncConfig
 from mirror.core import layout
 from mirror.core.changelog import PlanEntry
-from mirror.core.filters import FilterError, Filters
-from mirror.core.model import ProjectPage
-from mirror.errors import ConfigError, MirrorError, StorageError
+from mirror.core.filters import Filters
+from mirror.errors import LockHeld, MirrorError, StorageError
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
+from mirror.project.root import rebuild_root
+from mirror.storage import Storage
 from mirror.sync.journal import (
-    LOCK,
     Outcome,
     RunJournal,
+    RunKind,
     RunMeta,
+    RunResult,
     SyncState,
     discard_run,
     load_state,
@@ -41,22 +42,27 @@ from mirror.sync.journal import (
     summary,
     write_deferred,
 )
-from mirror.sync.local import rebuild_root
-from mirror.sync.lock import SyncLock
-from mirror.sync.plan import (
-    PlanTarget,
-    chained,
-    changelog_plan,
-    full_plan,
-    root_list,
-    xmlrpc_list,
-)
+from mirror.sync.plan import PlanTarget, changelog_plan, full_plan, root_list, xmlrpc_list
 from mirror.sync.progress import Progress
 from mirror.sync.project import ProjectResult, ProjectSyncer
 from mirror.sync.xmlrpc import ChangelogClient, XmlRpcUnavailable
-from mirror.upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from mirror.services import Services
 
 log = get_logger("mirror.sync")
+
+
+class SyncLocked(MirrorError):
+    """Another sync holds the lock of this mirror."""
+
+
+def sync_lock_error(storage: Storage, exc: LockHeld) -> SyncLocked:
+    who = f" by pid {exc.holder}" if exc.holder else ""
+    return SyncLocked(
+        f"another sync is running on this mirror (lock {exc.lock} held{who}); "
+        "wait for it to finish or stop it, then run sync again"
+    )
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -73,32 +79,6 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
     return [exc]
-
-
-def filters_from_config(config: Config) -> Filters:
-    """The ``[sync]`` filters; a bad entry is a ConfigError naming the key and the file."""
-    sync = config.sync
-    try:
-        return Filters.parse(
-            allow=sync.allow,
-            block=sync.block,
-            exclude_platforms=sync.exclude_platforms,
-            python_versions=sync.python_versions,
-            prereleases=sync.prereleases,
-            keep_latest=sync.keep_latest,
-            max_file_size=sync.max_file_size,
-        )
-    except FilterError as exc:
-        raise ConfigError(f"[sync] {exc}", source=config.source) from exc
-
-
-def mirror_page_filter(filters: Filters) -> Callable[[ProjectPage], ProjectPage | None]:
-    """For ``PageCache``: the page as the filtered mirror keeps it, None when excluded."""
-
-    def apply(page: ProjectPage) -> ProjectPage | None:
-        return filters.apply(page) if filters.project_allowed(page.name) else None
-
-    return apply
 
 
 @dataclass(frozen=True)
@@ -127,35 +107,26 @@ class _Execution:
 class SyncEngine:
     def __init__(
         self,
-        storage: FileSystemStorage,
-        upstream: UpstreamClient,
-        pages: PageCache,
-        files: FileCache,
-        config: SyncConfig,
-        filters: Filters,
+        services: Services,
         *,
         progress: Progress | None = None,
         stale_backoff: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.storage = storage
-        self.upstream = upstream
-        self.config = config
-        self.filters = filters
+        assert services.upstream is not None, "a sync needs the upstream"
+        self.storage = services.storage
+        self.upstream = services.upstream
+        self.config: SyncConfig = services.config.sync
+        self.filters: Filters = services.keeper.filters
         self.progress = progress or Progress()
         self.clock = clock
-        self.changelog = ChangelogClient(upstream)
+        self.changelog = ChangelogClient(self.upstream)
         self.syncer = ProjectSyncer(
-            storage,
-            upstream,
-            pages,
-            files,
-            filters,
-            file_workers=config.file_workers,
-            stale_retries=config.stale_retries,
+            services.keeper,
+            stale_retries=self.config.stale_retries,
             stale_backoff=stale_backoff,
-            clock=clock,
         )
+        config = self.config
         # After this many projects in a row failed with the upstream unreachable, the run
         # stops (its journal stays, the next sync resumes) instead of failing them all.
         self.outage_threshold = max(10, 2 * config.workers)
@@ -168,15 +139,18 @@ class SyncEngine:
         """
         if locked:
             return await self._run_locked()
-        lock = SyncLock(self.storage.path(LOCK))
-        lock.acquire()
+        lock = self.storage.lock(layout.SYNC_LOCK)
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise sync_lock_error(self.storage, exc) from exc
         try:
             return await self._run_locked()
         finally:
             lock.release()
 
     async def _run_locked(self) -> SyncResult:
-        await self.syncer.pruner.replay()
+        await self.syncer.keeper.intents.replay()
         fingerprint = self.filters.fingerprint()
         state = await load_state(self.storage)
         journal = await RunJournal.open(self.storage)
@@ -238,7 +212,10 @@ class SyncEngine:
         full = state.cursor is None or state.filters != fingerprint
         force = state.filters is not None and state.filters != fingerprint
         target = PlanTarget(serial=0)
-        carried = read_deferred(self.storage, state.deferred)
+        carried: dict[str, PlanEntry] = {}
+        async for batch in read_deferred(self.storage, state.deferred):
+            for entry in batch:
+                carried[entry.project] = entry
         upstream_serial: int | None
         try:
             upstream_serial = await self.changelog.last_serial()
@@ -248,22 +225,19 @@ class SyncEngine:
         batches: AsyncIterator[list[PlanEntry]]
         if upstream_serial is not None and not full:
             assert state.cursor is not None
-            kind = "changelog"
-            plan = changelog_plan(
-                self.changelog, self.filters, state.cursor, upstream_serial, target
+            kind = RunKind.CHANGELOG
+            batches = changelog_plan(
+                self.changelog, self.filters, state.cursor, upstream_serial, target, carried
             )
-            batches = chained(carried, plan)
         elif upstream_serial is not None:
-            kind = "full"
+            kind = RunKind.FULL
             target.serial = upstream_serial
             listing = xmlrpc_list(self.changelog)
-            plan = full_plan(self.storage, listing, self.filters, force=force, target=target)
-            batches = chained(carried, plan)
+            batches = full_plan(self.storage, listing, self.filters, force=force, target=target)
         else:
-            kind = "root"
+            kind = RunKind.ROOT
             listing = root_list(self.upstream, target)
-            plan = full_plan(self.storage, listing, self.filters, force=force, target=target)
-            batches = chained(carried, plan)
+            batches = full_plan(self.storage, listing, self.filters, force=force, target=target)
         run_id = new_run_id()
         started = self.clock()
         log.info("sync_planning", run=run_id, kind=kind, cursor=state.cursor, force=force)
@@ -302,7 +276,7 @@ class SyncEngine:
         execution = _Execution()
         workers = self.config.workers
         queue: asyncio.Queue[tuple[int, PlanEntry] | None] = asyncio.Queue(maxsize=2 * workers)
-        users: dict[str, tuple[asyncio.Lock, int]] = {}
+        in_order = KeyedLocks()
         unavailable_in_a_row = 0
 
         async def produce() -> None:
@@ -315,17 +289,9 @@ class SyncEngine:
                 await queue.put(None)
 
         async def apply(entry: PlanEntry) -> ProjectResult:
-            lock, count = users.get(entry.project, (asyncio.Lock(), 0))
-            users[entry.project] = (lock, count + 1)
-            try:
-                async with lock:  # the same project twice in a plan: one at a time, in order
-                    return await self.syncer.apply(entry)
-            finally:
-                lock, count = users[entry.project]
-                if count <= 1:
-                    del users[entry.project]
-                else:
-                    users[entry.project] = (lock, count - 1)
+            # The same project twice in a plan: one at a time, in order.
+            async with in_order.hold(entry.project):
+                return await self.syncer.apply(entry)
 
         async def consume() -> None:
             nonlocal unavailable_in_a_row
@@ -353,13 +319,13 @@ class SyncEngine:
             # A worker hit something no project can work around (storage): one clear error.
             raise first_error(group) from group
         finally:
-            journal.close()
+            await journal.close()
         if execution.aborted:
             log.error("sync_aborted", run=journal.meta.id, reason=execution.aborted)
             last = summary(
                 journal.meta,
                 finished=self.clock(),
-                result="failed",
+                result=RunResult.FAILED,
                 reason=execution.aborted,
                 **self._totals(),
             )
@@ -404,14 +370,14 @@ class SyncEngine:
                 lowest = low if lowest is None else min(lowest, low)
                 yield batch
 
-        rel = f"state/sync/deferred-{meta.id}"
+        rel = layout.sync_deferred(meta.id)
         count = await write_deferred(self.storage, rel, carried())
         serial = meta.target
         if count == 0:
             await self.storage.delete(rel)
         elif lowest is not None:
             serial = max(min(meta.target, lowest - 1), 0)
-        if meta.count or not await self.storage.exists(layout.simple_root("index.v1_json")):
+        if meta.count or not await self.storage.exists(layout.simple_root(layout.PAGE_V1_JSON)):
             projects = await rebuild_root(self.storage, serial)
             log.info("root_rebuilt", projects=projects, serial=serial)
         reason = None
@@ -437,15 +403,13 @@ class SyncEngine:
             last_run=summary(
                 meta,
                 finished=self.clock(),
-                result="ok" if count == 0 else "incomplete",
+                result=RunResult.OK if count == 0 else RunResult.INCOMPLETE,
                 reason=reason,
                 **self._totals(),
             ),
         )
         await save_state(self.storage, new_state)
-        await asyncio.get_running_loop().run_in_executor(
-            None, remove_stale_deferred, self.storage, new_state.deferred
-        )
+        await remove_stale_deferred(self.storage, new_state.deferred)
         await discard_run(self.storage)
         log.info(
             "sync_run_finished",

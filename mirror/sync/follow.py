@@ -4,8 +4,8 @@
   ``pypi-mirror sync`` holds the lock).
 - ``mode = "cache"``: every interval, read the changelog since the last round and refresh
   (or drop) only the projects the pull-through cache already holds, whatever their
-  ``index-ttl``; files a refreshed page no longer lists are removed, JSON API copies are
-  marked stale, negative entries for projects that now exist are forgotten. A page still
+  ``index-ttl`` — through the page cache, so the keeper does the work and the cache's
+  memory follows. Negative entries for projects that now exist are forgotten. A page still
   older than the changelog promised keeps the cursor below that serial, so the project is
   looked at again next round. The first round only records where the changelog is.
 """
@@ -16,45 +16,27 @@ import asyncio
 import contextlib
 import time
 
-from mirror.cache.files import FileCache
-from mirror.cache.pages import PageCache
-from mirror.config import Config
+from mirror.concurrency import bounded
+from mirror.config import SyncMode
 from mirror.core import layout
 from mirror.core.changelog import PlanEntry, collapse
-from mirror.core.filters import Filters
-from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
+from mirror.core.verdict import PageVerdict, Promise
+from mirror.errors import IntegrityError, MirrorError, UpstreamError
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
-from mirror.sync.engine import SyncEngine
-from mirror.sync.lock import SyncLocked
-from mirror.sync.project import bounded
-from mirror.sync.prune import Pruner, json_meta
+from mirror.services import Services
+from mirror.sync.engine import SyncEngine, SyncLocked
 from mirror.sync.xmlrpc import ChangelogClient
-from mirror.upstream.client import UpstreamClient
 
 log = get_logger("mirror.sync.follow")
 
-CACHE_CURSOR = "state/sync/cache-cursor"
-
 
 class ChangelogFollower:
-    def __init__(
-        self,
-        config: Config,
-        storage: FileSystemStorage,
-        upstream: UpstreamClient,
-        pages: PageCache,
-        files: FileCache,
-        filters: Filters,
-    ) -> None:
-        self.config = config
-        self.storage = storage
-        self.upstream = upstream
-        self.pages = pages
-        self.files = files
-        self.filters = filters
-        self.changelog = ChangelogClient(upstream)
-        self.pruner = Pruner(storage, pages)
+    def __init__(self, services: Services) -> None:
+        assert services.upstream is not None
+        self.services = services
+        self.config = services.config
+        self.storage = services.storage
+        self.changelog = ChangelogClient(services.upstream)
         self.rounds = 0
         self._round_done = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -77,10 +59,8 @@ class ChangelogFollower:
                 await self.round()
             except MirrorError as exc:
                 log.warning("changelog_round_failed", mode=self.config.sync.mode, error=str(exc))
-            except Exception as exc:  # the follower must outlive any one bad round
-                log.exception(
-                    "changelog_round_crashed", mode=self.config.sync.mode, error=repr(exc)
-                )
+            except Exception:  # the follower must outlive any one bad round
+                log.exception("changelog_round_crashed", mode=self.config.sync.mode)
             async with self._round_done:
                 self.rounds += 1
                 self._round_done.notify_all()
@@ -92,17 +72,14 @@ class ChangelogFollower:
             await self._round_done.wait_for(lambda: self.rounds >= count)
 
     async def round(self) -> None:
-        if self.config.sync.mode == "mirror":
+        if self.config.sync.mode is SyncMode.MIRROR:
             await self._mirror_round()
         else:
             await self._cache_round()
 
     async def _mirror_round(self) -> None:
-        engine = SyncEngine(
-            self.storage, self.upstream, self.pages, self.files, self.config.sync, self.filters
-        )
         try:
-            result = await engine.run()
+            result = await SyncEngine(self.services).run()
         except SyncLocked as exc:
             log.info("sync_round_skipped", reason=str(exc))
             return
@@ -146,21 +123,16 @@ class ChangelogFollower:
         log.info("changelog_followed", cursor=new_cursor, upstream_serial=upstream_serial)
 
     async def _refresh_cached(self, entry: PlanEntry) -> bool:
-        """Refresh one project if the cache holds it; False when its page is still stale."""
+        """Refresh one project if the cache holds it; False when it must be looked at
+        again (its page is still older than promised, or the upstream failed)."""
         project = entry.project
         await self.storage.delete(layout.state_negative(project))
-        if not await self.pages.has_page(project):
+        if not await self.services.keeper.pages.has_page(project):
             return True
-        old = await self.pruner.web_listed(project)
         try:
-            await self.pages.refresh(project)
-        except UpstreamNotFound:
-            # PageCache forgot the pages; the files and JSON go with them.
-            await self.pruner.intend(project, old)
-            removed = await self.pruner.execute(project, old)
-            await self._mark_json_stale(project, drop=True)
-            log.info("cached_project_dropped", project=project, files=removed)
-            return entry.expect_gone
+            result = await self.services.pages.refresh(
+                project, Promise(entry.serial, entry.expect_gone)
+            )
         except IntegrityError as exc:
             # A page refused by TUF: keep the verified one, retry this project next round,
             # and go on with the others.
@@ -169,36 +141,20 @@ class ChangelogFollower:
         except UpstreamError as exc:
             log.warning("cached_project_refresh_failed", project=project, error=str(exc))
             return False
-        meta = await self.pages.meta(project)
-        if meta is not None and meta.last_serial is not None and meta.last_serial < entry.serial:
-            log.info(
-                "upstream_page_stale",
-                project=project,
-                serial=meta.last_serial,
-                promised=entry.serial,
-            )
+        if result.verdict is PageVerdict.GONE:
+            log.info("cached_project_dropped", project=project, files=result.files_removed)
+            return True
+        serial = result.serial
+        if result.verdict is PageVerdict.STALE or (serial is not None and serial < entry.serial):
+            log.info("upstream_page_stale", project=project, serial=serial, promised=entry.serial)
             return False
-        gone = old - await self.pruner.web_listed(project)
-        if gone:
-            await self.pruner.intend(project, gone)
-            await self.pruner.execute(project, gone)
-        await self._mark_json_stale(project, drop=False)
         log.info("cached_project_refreshed", project=project, serial=entry.serial)
         return True
 
-    async def _mark_json_stale(self, project: str, *, drop: bool) -> None:
-        """Make cached JSON API answers revalidate (or, for a removed project, go)."""
-        await self.storage.delete(json_meta(project))
-        async for info in self.storage.iter_files(f"state/pypi/{project}"):
-            await self.storage.delete(info.rel)
-        if drop:
-            async for info in self.storage.iter_files(f"web/pypi/{project}"):
-                await self.storage.delete(info.rel)
-
     async def _cursor(self) -> int | None:
-        data = await self.storage.read_bytes(CACHE_CURSOR, limit=64)
+        data = await self.storage.read_bytes(layout.CACHE_CURSOR, limit=64)
         text = data.decode("ascii", "replace").strip() if data else ""
         return int(text) if text.isdigit() else None
 
     async def _save_cursor(self, serial: int) -> None:
-        await self.storage.write_bytes(CACHE_CURSOR, f"{serial}\n".encode())
+        await self.storage.write_bytes(layout.CACHE_CURSOR, f"{serial}\n".encode())

@@ -18,33 +18,22 @@ small set of finished entries above it: memory stays bounded by the workers' win
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from enum import Enum
-from pathlib import Path
-from typing import IO, Any
+from enum import Enum, StrEnum
+from typing import Any
 
+from mirror.core import layout
 from mirror.core.changelog import PlanEntry
+from mirror.core.record import opt_int
 from mirror.errors import StorageError
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
+from mirror.storage import AppendLog, Storage, read_lines
 
 log = get_logger("mirror.sync.journal")
-
-STATE = "state/sync/state.json"
-RUN_DIR = "state/sync/run"
-RUN_META = f"{RUN_DIR}/run.json"
-PLAN_FILE = f"{RUN_DIR}/todo"
-PROGRESS = f"{RUN_DIR}/progress"
-LOCK = "state/sync/lock"
-BATCH = 2000
 
 
 class Outcome(Enum):
@@ -57,14 +46,30 @@ class Outcome(Enum):
         return self is not Outcome.DONE
 
 
+class RunKind(StrEnum):
+    """Where a run's plan came from (``sync.plan``)."""
+
+    CHANGELOG = "changelog"  # changelog_since_serial
+    FULL = "full"  # list_packages_with_serial
+    ROOT = "root"  # the JSON /simple/ root (no XML-RPC)
+
+
+class RunResult(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    INCOMPLETE = "incomplete"  # some projects were carried to the next run
+    FAILED = "failed"  # the run stopped (upstream unavailable); the next one resumes it
+    INTERRUPTED = "interrupted"  # (status only) the process died while it was running
+
+
 @dataclass(frozen=True)
 class LastRun:
     id: str
     started: float
     finished: float | None = None
-    result: str = "running"  # running, ok, incomplete, failed
+    result: RunResult = RunResult.RUNNING
     reason: str | None = None
-    kind: str = ""
+    kind: RunKind | None = None
     target: int | None = None
     projects: int = 0
     files: int = 0
@@ -91,12 +96,12 @@ class SyncState:
             raw = json.loads(data)
             last = raw.get("last_run")
             return cls(
-                serial=_opt_int(raw.get("serial")),
-                cursor=_opt_int(raw.get("cursor")),
+                serial=opt_int(raw.get("serial")),
+                cursor=opt_int(raw.get("cursor")),
                 filters=raw.get("filters"),
                 deferred=raw.get("deferred"),
                 deferred_count=int(raw.get("deferred_count", 0)),
-                last_run=LastRun(**last) if isinstance(last, dict) else None,
+                last_run=_last_run(last) if isinstance(last, dict) else None,
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise StorageError(
@@ -104,27 +109,32 @@ class SyncState:
             ) from exc
 
 
-def _opt_int(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r:.40}")
-    return value
+def _last_run(raw: dict[str, Any]) -> LastRun:
+    kind = raw.get("kind")
+    return LastRun(
+        **{
+            **raw,
+            "result": RunResult(raw.get("result", RunResult.RUNNING)),
+            "kind": RunKind(kind) if kind else None,
+        }
+    )
 
 
-async def load_state(storage: FileSystemStorage) -> SyncState:
-    data = await storage.read_bytes(STATE, limit=1 << 20)
-    return SyncState() if data is None else SyncState.load(data, str(storage.path(STATE)))
+async def load_state(storage: Storage) -> SyncState:
+    data = await storage.read_bytes(layout.SYNC_STATE, limit=1 << 20)
+    if data is None:
+        return SyncState()
+    return SyncState.load(data, f"{layout.SYNC_STATE} in {storage.describe()}")
 
 
-async def save_state(storage: FileSystemStorage, state: SyncState) -> None:
-    await storage.write_bytes(STATE, state.dump())
+async def save_state(storage: Storage, state: SyncState) -> None:
+    await storage.write_bytes(layout.SYNC_STATE, state.dump())
 
 
 @dataclass(frozen=True)
 class RunMeta:
     id: str
-    kind: str  # "changelog", "full" (list_packages_with_serial) or "root" (JSON /simple/)
+    kind: RunKind
     target: int  # the serial the mirror is at once every entry is applied
     started_from: int  # the upstream serial when the run started
     filters: str
@@ -138,7 +148,7 @@ class RunMeta:
     @classmethod
     def load(cls, data: bytes) -> RunMeta:
         raw = json.loads(data)
-        return cls(**raw)
+        return cls(**{**raw, "kind": RunKind(raw["kind"])})
 
 
 def new_run_id() -> str:
@@ -183,8 +193,7 @@ class Finished:
         return (index < self.watermark or index in self.above) and index not in self.retry
 
 
-def parse_progress(lines: Iterable[str]) -> Finished:
-    finished = Finished()
+def _progress_lines(lines: Iterable[str]) -> Iterable[tuple[int, Outcome]]:
     for line in lines:
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
@@ -193,59 +202,53 @@ def parse_progress(lines: Iterable[str]) -> Finished:
             outcome = Outcome(parts[1])
         except ValueError:
             continue
-        finished.add(int(parts[0]), outcome)
+        yield int(parts[0]), outcome
+
+
+def parse_progress(lines: Iterable[str]) -> Finished:
+    finished = Finished()
+    for index, outcome in _progress_lines(lines):
+        finished.add(index, outcome)
     return finished
 
 
 class RunJournal:
     """The plan of one run and its append-only progress."""
 
-    def __init__(self, storage: FileSystemStorage, meta: RunMeta) -> None:
+    def __init__(self, storage: Storage, meta: RunMeta) -> None:
         self.storage = storage
         self.meta = meta
-        self._fd: int | None = None
-        self._written = 0
-        self._synced = 0
-        self._sync_lock = asyncio.Lock()
+        self._log: AppendLog | None = None
 
     # -- creation and opening -----------------------------------------------------------
 
     @classmethod
     async def create(
         cls,
-        storage: FileSystemStorage,
+        storage: Storage,
         batches: AsyncIterator[list[PlanEntry]],
         make_meta: Callable[[int], RunMeta],
     ) -> RunJournal:
         """Write the plan (streamed, committed atomically), then ``run.json`` (made by
         ``make_meta`` from the entry count, once the plan is known)."""
         await discard_run(storage)
-        writer = storage.writer(PLAN_FILE)
-        count = 0
-        try:
-            async for batch in batches:
-                if batch:
-                    await writer.write("".join(e.dump() + "\n" for e in batch).encode())
-                    count += len(batch)
-            await writer.commit()
-        finally:
-            await writer.abort()
+        count = await _write_entries(storage, layout.SYNC_PLAN, batches)
         meta = make_meta(count)
-        await storage.write_bytes(RUN_META, meta.dump())
+        await storage.write_bytes(layout.SYNC_RUN_META, meta.dump())
         return cls(storage, meta)
 
     @classmethod
-    async def open(cls, storage: FileSystemStorage) -> RunJournal | None:
-        data = await storage.read_bytes(RUN_META, limit=1 << 20)
+    async def open(cls, storage: Storage) -> RunJournal | None:
+        data = await storage.read_bytes(layout.SYNC_RUN_META, limit=1 << 20)
         if data is None:
             return None
         try:
             meta = RunMeta.load(data)
-        except (ValueError, TypeError) as exc:
-            log.warning("sync_journal_unreadable", path=RUN_META, error=str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("sync_journal_unreadable", path=layout.SYNC_RUN_META, error=str(exc))
             await discard_run(storage)
             return None
-        if not await storage.exists(PLAN_FILE):
+        if not await storage.exists(layout.SYNC_PLAN):
             await discard_run(storage)
             return None
         return cls(storage, meta)
@@ -253,23 +256,18 @@ class RunJournal:
     # -- reading --------------------------------------------------------------------------
 
     async def finished(self) -> Finished:
-        path = self.storage.path(PROGRESS)
-
-        def scan() -> Finished:
-            try:
-                with path.open("r", encoding="ascii", errors="replace") as handle:
-                    return parse_progress(handle)
-            except FileNotFoundError:
-                return Finished()
-
-        return await asyncio.get_running_loop().run_in_executor(None, scan)
+        finished = Finished()
+        async for lines in read_lines(self.storage, layout.SYNC_PROGRESS):
+            for index, outcome in _progress_lines(lines):
+                finished.add(index, outcome)
+        return finished
 
     async def entries(
         self, skip: Finished | None = None
     ) -> AsyncIterator[list[tuple[int, PlanEntry]]]:
         """The plan in order, in batches, without the entries in ``skip``."""
         index = 0
-        async for lines in read_lines(self.storage.path(PLAN_FILE)):
+        async for lines in read_lines(self.storage, layout.SYNC_PLAN):
             batch = []
             for line in lines:
                 if skip is None or index not in skip:
@@ -292,53 +290,47 @@ class RunJournal:
 
     async def record(self, index: int, outcome: Outcome) -> None:
         """Append one finished entry; returns once it is durable (group commit)."""
-        if self._fd is None:
-            path = self.storage.path(PROGRESS)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(self._fd, f"{index} {outcome.value}\n".encode())
-        self._written += 1
-        wanted = self._written
-        async with self._sync_lock:
-            if self._synced >= wanted:
-                return
-            upto = self._written
-            await asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
-            self._synced = upto
+        if self._log is None:
+            self._log = self.storage.open_append(layout.SYNC_PROGRESS)
+        self._log.append(f"{index} {outcome.value}\n".encode())
+        await self._log.sync()
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    async def close(self) -> None:
+        if self._log is not None:
+            await self._log.close()
+            self._log = None
 
 
-async def discard_run(storage: FileSystemStorage) -> None:
-    path = storage.path(RUN_DIR)
-    await asyncio.get_running_loop().run_in_executor(
-        None, lambda: shutil.rmtree(path, ignore_errors=True)
-    )
+async def discard_run(storage: Storage) -> None:
+    await storage.delete_tree(layout.SYNC_RUN_DIR)
 
 
-async def write_deferred(
-    storage: FileSystemStorage, rel: str, batches: AsyncIterator[list[PlanEntry]]
+async def _write_entries(
+    storage: Storage, rel: str, batches: AsyncIterator[list[PlanEntry]]
 ) -> int:
     writer = storage.writer(rel)
     count = 0
     try:
         async for batch in batches:
-            await writer.write("".join(e.dump() + "\n" for e in batch).encode())
-            count += len(batch)
+            if batch:
+                await writer.write("".join(e.dump() + "\n" for e in batch).encode())
+                count += len(batch)
         await writer.commit()
     finally:
         await writer.abort()
     return count
 
 
-async def read_deferred(
-    storage: FileSystemStorage, rel: str | None
-) -> AsyncIterator[list[PlanEntry]]:
+async def write_deferred(
+    storage: Storage, rel: str, batches: AsyncIterator[list[PlanEntry]]
+) -> int:
+    return await _write_entries(storage, rel, batches)
+
+
+async def read_deferred(storage: Storage, rel: str | None) -> AsyncIterator[list[PlanEntry]]:
     if rel is None:
         return
-    async for lines in read_lines(storage.path(rel)):
+    async for lines in read_lines(storage, rel):
         batch = []
         for line in lines:
             try:
@@ -348,42 +340,13 @@ async def read_deferred(
         yield batch
 
 
-async def read_lines(path: Path, batch: int = BATCH) -> AsyncIterator[list[str]]:
-    """The lines of a text file, a batch at a time, read off the event loop."""
-    loop = asyncio.get_running_loop()
-    try:
-        handle: IO[str] = await loop.run_in_executor(
-            None, lambda: path.open("r", encoding="utf-8", errors="replace")
-        )
-    except FileNotFoundError:
-        return
-
-    def take() -> list[str]:
-        lines = []
-        for line in handle:
-            stripped = line.strip()
-            if stripped:
-                lines.append(stripped)
-            if len(lines) >= batch:
-                break
-        return lines
-
-    try:
-        while lines := await loop.run_in_executor(None, take):
-            yield lines
-    finally:
-        handle.close()
-
-
-def remove_stale_deferred(storage: FileSystemStorage, keep: str | None) -> None:
+async def remove_stale_deferred(storage: Storage, keep: str | None) -> None:
     """Delete deferred lists no state refers to (left by a crash between two steps)."""
-    base = storage.path("state/sync")
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(base):
-            rel = f"state/sync/{entry.name}"
-            if entry.name.startswith("deferred-") and rel != keep:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+    async for names in storage.iter_names(layout.SYNC_DIR):
+        for name in names:
+            rel = f"{layout.SYNC_DIR}/{name}"
+            if name.startswith(layout.SYNC_DEFERRED_PREFIX) and rel != keep:
+                await storage.delete(rel)
 
 
 def summary(meta: RunMeta, **values: Any) -> LastRun:

@@ -1,7 +1,9 @@
 """Where a run's plan comes from: the changelog, or a full comparison of project lists.
 
 - ``changelog``: ``changelog_since_serial(cursor)`` page by page until the upstream serial
-  the run started from is reached; each page collapses to one entry per project.
+  the run started from is reached; each page collapses to one entry per project. Entries
+  the previous run could not apply (deferred, failed) are merged in: a newer row for the
+  same project supersedes the carried entry; the others follow at the end.
 - ``full``: ``list_packages_with_serial()`` (first run, or the filters changed).
 - ``root``: the JSON ``/simple/`` root with per-project ``_last-serial``, when the upstream
   has no XML-RPC.
@@ -16,17 +18,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from mirror.cache.pages import UPSTREAM_ACCEPT
-from mirror.core.changelog import PlanEntry, collapse, reconcile
+from mirror.core.changelog import PlanEntry, collapse, reconcile, supersede
 from mirror.core.filters import Filters
 from mirror.core.index import PageParseError
 from mirror.core.names import is_valid_project_name, normalize
 from mirror.core.rootlist import RootHtmlParser, RootJsonParser
 from mirror.errors import UpstreamNotFound, UpstreamProtocolError, UpstreamTooLarge
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
-from mirror.sync.local import local_projects
-from mirror.sync.sorting import ExternalSorter, Record, merge_join
+from mirror.project.root import held_projects
+from mirror.project.source import UPSTREAM_ACCEPT
+from mirror.sorting import ExternalSorter, Record, merge_join
+from mirror.storage import Storage
 from mirror.sync.xmlrpc import ChangelogClient
 from mirror.upstream.client import UpstreamClient, last_serial_of
 
@@ -45,6 +47,22 @@ class PlanTarget:
 
 
 async def changelog_plan(
+    changelog: ChangelogClient,
+    filters: Filters,
+    cursor: int,
+    upstream_serial: int,
+    target: PlanTarget,
+    carried: dict[str, PlanEntry],
+) -> AsyncIterator[list[PlanEntry]]:
+    """``carried``: the previous run's leftovers by project (consumed as they are merged)."""
+    async for batch in _changelog_batches(changelog, filters, cursor, upstream_serial, target):
+        yield [supersede(carried.pop(e.project), e) if e.project in carried else e for e in batch]
+    if carried:
+        yield list(carried.values())
+        carried.clear()
+
+
+async def _changelog_batches(
     changelog: ChangelogClient,
     filters: Filters,
     cursor: int,
@@ -111,7 +129,7 @@ async def root_list(upstream: UpstreamClient, target: PlanTarget) -> AsyncIterat
 
 
 async def full_plan(
-    storage: FileSystemStorage,
+    storage: Storage,
     upstream_list: AsyncIterator[list[Record]],
     filters: Filters,
     *,
@@ -120,12 +138,12 @@ async def full_plan(
 ) -> AsyncIterator[list[PlanEntry]]:
     """Compare upstream's list with the mirror's, both sorted externally, and emit the
     entries that need work."""
-    tmp = storage.path("tmp")
+    tmp = storage.scratch_dir()
     async with ExternalSorter(tmp) as remote, ExternalSorter(tmp) as local:
         async for batch in upstream_list:
             await remote.add([r for r in batch if is_valid_project_name(r[0])])
         target.listed = remote.count
-        async for batch in local_projects(storage):
+        async for batch in held_projects(storage):
             await local.add(batch)
         out: list[PlanEntry] = []
         async for name, up, held in merge_join(remote.sorted(), local.sorted()):
@@ -145,11 +163,3 @@ async def full_plan(
                     out = []
         if out:
             yield out
-
-
-async def chained(
-    *sources: AsyncIterator[list[PlanEntry]],
-) -> AsyncIterator[list[PlanEntry]]:
-    for source in sources:
-        async for batch in source:
-            yield batch

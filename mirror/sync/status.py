@@ -13,16 +13,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from mirror.cache.pages import UPSTREAM_ACCEPT
-from mirror.config import Config
-from mirror.errors import MirrorError, StorageError
-from mirror.storage import FileSystemStorage
-from mirror.sync.journal import LOCK, RunJournal, load_state
-from mirror.sync.local import local_projects
-from mirror.sync.lock import SyncLock, SyncLocked
+from mirror.config import Config, TufMode
+from mirror.core import layout
+from mirror.errors import LockHeld, MirrorError, StorageError
+from mirror.project.root import held_projects
+from mirror.project.source import UPSTREAM_ACCEPT
+from mirror.storage import Storage, open_storage
+from mirror.sync.journal import RunJournal, RunResult, load_state
 from mirror.sync.progress import human_bytes
 from mirror.sync.xmlrpc import ChangelogClient, XmlRpcUnavailable
-from mirror.trust.service import STATUS_FILE
 from mirror.upstream.client import UpstreamClient, last_serial_of
 
 
@@ -41,11 +40,11 @@ async def upstream_serial(config: Config) -> int | None:
         await session.close()
 
 
-def _running(storage: FileSystemStorage) -> bool:
-    lock = SyncLock(storage.path(LOCK))
+def _running(storage: Storage) -> bool:
+    lock = storage.lock(layout.SYNC_LOCK)
     try:
         lock.acquire()
-    except SyncLocked:
+    except LockHeld:
         return True
     except OSError:
         return False
@@ -54,24 +53,24 @@ def _running(storage: FileSystemStorage) -> bool:
 
 
 async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[str, Any]:
-    root = config.storage.path.expanduser().absolute()
-    if not (root / "web").is_dir():
+    storage = open_storage(config.storage, create=False)
+    if not [names async for names in storage.iter_names(layout.WEB)]:
         raise StorageError(
-            f"{root} holds no mirror yet (no web/ directory); run 'pypi-mirror sync' first"
+            f"{storage.describe()} holds no mirror yet (no {layout.WEB}/ directory); "
+            "run 'pypi-mirror sync' first"
         )
-    storage = FileSystemStorage(root)
     state = await load_state(storage)
     projects = 0
-    async for batch in local_projects(storage):
+    async for batch in held_projects(storage):
         projects += len(batch)
     files = 0
     size = 0
-    async for info in storage.iter_files("web/packages"):
+    async for info in storage.iter_files(layout.WEB_PACKAGES):
         size += info.size
-        if not info.rel.endswith(".metadata"):
+        if not info.rel.endswith(layout.METADATA_SUFFIX):
             files += 1
     status: dict[str, Any] = {
-        "storage": str(root),
+        "storage": storage.describe(),
         "serial": state.serial,
         "cursor": state.cursor,
         "upstream": config.upstream.url,
@@ -87,9 +86,10 @@ async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[st
     journal = await RunJournal.open(storage) if not status["running"] else None
     if journal is not None:
         status["interrupted_run"] = {"id": journal.meta.id, "entries": journal.meta.count}
-    if status["last_run"] and status["last_run"]["result"] == "running" and not status["running"]:
-        status["last_run"]["result"] = "interrupted"
-    if config.tuf.mode == "verify":
+    last_run = status["last_run"]
+    if last_run and last_run["result"] is RunResult.RUNNING and not status["running"]:
+        last_run["result"] = RunResult.INTERRUPTED
+    if config.tuf.mode is TufMode.VERIFY:
         status["tuf"] = await _trust_status(storage)
     if ask_upstream:
         try:
@@ -103,15 +103,19 @@ async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[st
     return status
 
 
-async def _trust_status(storage: FileSystemStorage) -> dict[str, Any]:
+async def _trust_status(storage: Storage) -> dict[str, Any]:
     """What the last TUF refresh (by `serve` or `sync`) recorded."""
-    data = await storage.read_bytes(STATUS_FILE, limit=1 << 20)
+    data = await storage.read_bytes(layout.TUF_STATUS, limit=1 << 20)
     if data is None:
         return {"mode": "verify", "state": "unknown", "last_error": "no refresh recorded yet"}
     try:
         recorded: dict[str, Any] = json.loads(data)
     except ValueError:
-        return {"mode": "verify", "state": "unknown", "last_error": f"{STATUS_FILE} unreadable"}
+        return {
+            "mode": "verify",
+            "state": "unknown",
+            "last_error": f"{layout.TUF_STATUS} unreadable",
+        }
     return recorded
 
 

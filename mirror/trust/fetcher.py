@@ -11,6 +11,9 @@ each file, enforced before and while reading, never after.
 The worker thread blocks on the loop, never the other way round (the loop only awaits the
 thread through ``run_in_executor``), so the bridge cannot deadlock; every wait has a
 deadline.
+
+The upstream client's errors become tuf's ``DownloadError`` family (what ngclient expects
+of a fetcher); any other exception is a bug and reaches the caller unchanged.
 """
 
 from __future__ import annotations
@@ -67,10 +70,7 @@ class LoopFetcher(FetcherInterface):
             ) from exc
         except concurrent.futures.CancelledError as exc:
             raise tuf_exceptions.DownloadError(f"{url}: cancelled (shutting down)") from exc
-        except tuf_exceptions.DownloadError:
-            raise
-        except Exception as exc:
-            raise tuf_exceptions.DownloadError(f"{url}: {exc}") from exc
+        # Anything else ``_get`` raised is a bug: it propagates as it is.
         self.fetched.append(url)
         return data
 

@@ -5,35 +5,34 @@ ngclient keeps what it verified in its metadata directory (``state/tuf/metadata/
 ``root_history/N.root.json``). After an operation succeeded, those bytes are copied,
 unchanged, to the consistent-snapshot names a TUF client asks for: ``timestamp.json``,
 ``N.root.json`` (every version, never pruned), ``N.snapshot.json``, ``N.targets.json``,
-``N.<role>.json``. Only verified bytes ever reach ``web/tuf/``, each by an atomic rename.
+``N.<role>.json``. Only verified bytes ever reach ``web/tuf/``.
 
-Blocking file I/O: runs in the trust layer's worker thread, never on the event loop.
+Two halves, so that the store is written by its own atomic-write implementation only:
+
+* :class:`LocalMetadata` (blocking, the trust worker thread) reads ngclient's directory
+  and says what to publish, as :class:`Publication` values;
+* :func:`publish` and :func:`prune` (async, the event loop) write and delete through the
+  :class:`~mirror.storage.base.Storage` seam.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
+from mirror.core import layout
 from mirror.log import get_logger
-from mirror.storage import FileSystemStorage
+from mirror.storage import Storage
 from mirror.trust.paths import metadata_name, parse_metadata_name
 
 log = get_logger("mirror.trust")
 
-WEB_TUF = "web/tuf"
 _ROOT_FILE = re.compile(r"^([1-9][0-9]{0,18})\.root\.json$")
-
-
-def web_rel(name: str) -> str:
-    """Storage path of a published metadata file."""
-    return f"{WEB_TUF}/{name}"
+_ROOT_HISTORY = "root_history"
 
 
 def metadata_version(data: bytes) -> int:
@@ -47,97 +46,100 @@ def metadata_version(data: bytes) -> int:
     return version
 
 
-class Publisher:
-    def __init__(self, storage: FileSystemStorage, metadata_dir: Path) -> None:
-        self.storage = storage
-        self.metadata_dir = metadata_dir
+@dataclass(frozen=True)
+class Publication:
+    """Verified metadata bytes to store at ``rel``; without ``replace``, a file already
+    there is left as it is (versioned names never change content)."""
 
-    def has(self, name: str) -> bool:
-        return self.storage.path(web_rel(name)).is_file()
+    rel: str
+    data: bytes
+    replace: bool
 
-    def write(self, name: str, data: bytes, *, replace: bool) -> bool:
-        """Write ``web/tuf/<name>`` atomically; False when it exists and ``replace`` is off."""
-        dest = self.storage.path(web_rel(name))
-        if not replace and dest.is_file():
-            return False
-        temp = self.storage.root / "tmp" / f"{secrets.token_hex(8)}.tuf.part"
-        try:
-            with temp.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return True
+    @classmethod
+    def web(cls, name: str, data: bytes, *, replace: bool = False) -> Publication:
+        """``web/tuf/<name>``."""
+        return cls(layout.web_tuf(name), data, replace)
 
-    def local(self, role: str) -> bytes | None:
+    @classmethod
+    def trusted(cls, role: str, data: bytes) -> Publication:
+        """ngclient's copy of a verified delegated role, where it looks for it."""
+        return cls(layout.tuf_metadata(metadata_name(role, None)), data, replace=True)
+
+
+class LocalMetadata:
+    """ngclient's metadata directory, read only. Blocking: the trust worker thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def read(self, role: str) -> bytes | None:
         """ngclient's stored copy of ``role`` (unversioned name), or None."""
         try:
-            return (self.metadata_dir / metadata_name(role, None)).read_bytes()
+            return (self.directory / metadata_name(role, None)).read_bytes()
         except FileNotFoundError:
             return None
 
-    def publish_role(self, role: str) -> int | None:
-        """Publish ngclient's copy of ``role`` as ``N.<role>.json``; its version, or None."""
-        data = self.local(role)
+    def role(self, role: str) -> Publication | None:
+        """ngclient's copy of ``role`` as ``N.<role>.json``, or None when it has none."""
+        data = self.read(role)
         if data is None:
             return None
-        version = metadata_version(data)
-        if self.write(metadata_name(role, version), data, replace=False):
-            log.debug("tuf_metadata_published", role=role, version=version)
-        return version
+        return Publication.web(metadata_name(role, metadata_version(data)), data)
 
-    def publish_timestamp(self) -> None:
-        data = self.local("timestamp")
-        if data is not None:
-            self.write("timestamp.json", data, replace=True)
+    def timestamp(self) -> Publication | None:
+        data = self.read("timestamp")
+        return None if data is None else Publication.web("timestamp.json", data, replace=True)
 
-    def publish_roots(self) -> int:
-        """Every root version ngclient holds (all kept, for clients that start from v1)."""
-        history = self.metadata_dir / "root_history"
-        count = 0
-        if not history.is_dir():
-            return 0
-        for entry in os.scandir(history):
-            if _ROOT_FILE.match(entry.name) and self.write(
-                entry.name, Path(entry.path).read_bytes(), replace=False
-            ):
-                count += 1
-        return count
-
-    def prune(self, keep: Mapping[str, set[int]]) -> int:
-        """Drop published versions older than every version in ``keep[role]``.
-
-        ``keep`` holds, per role, the versions the current and the previous snapshot name,
-        so a client in the middle of an update still finds what it started with. Roots
-        and roles not named in ``keep`` are left alone.
-        """
-        folder = self.storage.path(WEB_TUF)
-        if not folder.is_dir():
-            return 0
-        removed = 0
-        for entry in os.scandir(folder):
-            parsed = parse_metadata_name(entry.name)
-            if parsed is None:
-                continue
-            version, role = parsed
-            versions = keep.get(role)
-            if version is not None and role != "root" and versions and version < min(versions):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-        return removed
-
-    def write_local(self, role: str, data: bytes) -> None:
-        """Store a verified delegated role where ngclient looks for it (atomically)."""
-        dest = self.metadata_dir / f"{quote(role, '')}.json"
-        temp = self.metadata_dir / f".{secrets.token_hex(8)}.part"
+    def roots(self) -> list[Publication]:
+        """Every root version ngclient holds (all kept, for clients that start from v1),
+        oldest first."""
+        history = self.directory / _ROOT_HISTORY
         try:
-            temp.write_bytes(data)
-            os.replace(temp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            names = [entry.name for entry in os.scandir(history)]
+        except FileNotFoundError:
+            return []
+        roots: list[tuple[int, Publication]] = []
+        for name in names:
+            match = _ROOT_FILE.match(name)
+            if match:
+                data = (history / name).read_bytes()
+                roots.append((int(match.group(1)), Publication.web(name, data)))
+        return [publication for _, publication in sorted(roots, key=lambda item: item[0])]
+
+
+async def publish(storage: Storage, publications: Iterable[Publication]) -> int:
+    """Write ``publications`` in order, each atomically; the number written."""
+    written = 0
+    for item in publications:
+        if not item.replace and await storage.exists(item.rel):
+            continue
+        await storage.write_bytes(item.rel, item.data)
+        written += 1
+        log.debug("tuf_metadata_published", path=item.rel)
+    return written
+
+
+async def prune(storage: Storage, keep: Mapping[str, Collection[int]]) -> int:
+    """Drop published versions older than every version in ``keep[role]``.
+
+    ``keep`` holds, per role, the versions the current and the previous snapshot name,
+    so a client in the middle of an update still finds what it started with. Roots
+    and roles not named in ``keep`` are left alone.
+    """
+    doomed: list[str] = []
+    prefix = layout.web_tuf("")
+    async for info in storage.iter_files(layout.WEB_TUF):
+        name = info.rel.removeprefix(prefix)
+        if "/" in name:
+            continue
+        parsed = parse_metadata_name(name)
+        if parsed is None:
+            continue
+        version, role = parsed
+        versions = keep.get(role)
+        if version is not None and role != "root" and versions and version < min(versions):
+            doomed.append(info.rel)
+    removed = 0
+    for rel in doomed:
+        removed += await storage.delete(rel)
+    return removed

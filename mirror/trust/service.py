@@ -1,9 +1,11 @@
 """``TufTrust``: the :class:`~mirror.trust.base.Trust` seam implemented with python-tuf.
 
 The async half. It decides when to refresh, turns python-tuf's exceptions into the
-mirror's (``TrustError`` for anything that means "do not trust this", ``Upstream*`` for
-transport trouble), keeps the state that ``status()`` and ``/health`` report, and runs the
-blocking half (:mod:`mirror.trust.updater`) in one worker thread, one call at a time.
+mirror's (:mod:`mirror.trust.translate`: ``TrustError`` for anything that means "do not
+trust this", ``Upstream*`` for transport trouble), keeps the state that ``status()`` and
+``/health`` report, runs the blocking half (:mod:`mirror.trust.updater`) in one worker
+thread, one call at a time, and writes what it verified to the store
+(:mod:`mirror.trust.publish`).
 
 Refresh policy:
 
@@ -16,7 +18,10 @@ Refresh policy:
   is refused with ``TrustError`` until a later refresh succeeds, and what was verified
   before stays served (it is in storage and never re-checked against the refusal);
 * the upstream being unreachable is not a refusal: targets keep being answered from the
-  metadata trusted before, until it expires.
+  metadata trusted before, until it expires;
+* an exception of an unknown type (a bug) is no verdict on the metadata either: it
+  propagates to the caller with its traceback, the state becomes ``stale`` (or
+  ``unavailable``), and the next refresh that works clears it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import concurrent.futures
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +42,8 @@ import aiohttp
 from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import TargetFile
 
-from mirror.config import Config, TufConfig, UpstreamConfig
+from mirror.config import Config, TufConfig, TufMode, TufTargets, UpstreamConfig
+from mirror.core import layout
 from mirror.errors import (
     IntegrityError,
     MirrorError,
@@ -45,17 +51,17 @@ from mirror.errors import (
     TrustError,
     UpstreamError,
     UpstreamNotFound,
-    UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
 from mirror.log import get_logger
 from mirror.metrics import Metrics
-from mirror.storage import FileSystemStorage
-from mirror.trust.base import TrustedPage, TrustedTarget
+from mirror.storage import Storage
+from mirror.trust.base import TrustedPage, TrustedTarget, TrustState
 from mirror.trust.fetcher import LoopFetcher
 from mirror.trust.paths import fill, normalise_hashes, parse_metadata_name
-from mirror.trust.publish import Publisher
+from mirror.trust.publish import prune, publish
+from mirror.trust.translate import KNOWN_ERRORS, error_kind, map_errors, translate
 from mirror.trust.updater import TrustedView, TufCore
 from mirror.upstream.client import UpstreamClient
 
@@ -63,7 +69,6 @@ log = get_logger("mirror.trust")
 
 T = TypeVar("T")
 
-METADATA_DIR = "state/tuf/metadata"
 JSON_PAGE = "application/vnd.pypi.simple.v1+json"
 HTML_PAGE = "text/html"
 
@@ -76,7 +81,7 @@ class TargetMissing(TrustError):
 class TrustSettings:
     """Where the metadata and pages are, and how often to refresh (from ``[tuf]``)."""
 
-    scheme: str
+    scheme: TufTargets
     metadata_url: str
     index_url: str
     index_target: str
@@ -127,70 +132,6 @@ def _iso(moment: float | datetime | None) -> str | None:
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
 
 
-def translate(exc: BaseException, what: str) -> MirrorError:
-    """python-tuf's exceptions as the mirror's, with a message that says what to do."""
-    if isinstance(exc, MirrorError):
-        return exc
-    error = _translate(exc, what)
-    error.__cause__ = exc
-    return error
-
-
-def _translate(exc: BaseException, what: str) -> MirrorError:
-    if isinstance(exc, tuf_exceptions.ExpiredMetadataError):
-        return TrustError(
-            f"{what}: TUF metadata expired ({exc}); a freeze attack or an upstream that "
-            "stopped re-signing: new content is refused until fresh metadata arrives"
-        )
-    if isinstance(exc, tuf_exceptions.BadVersionNumberError):
-        return TrustError(
-            f"{what}: TUF metadata version check failed ({exc}); a rollback (older metadata "
-            "than this mirror already trusts) or an inconsistent upstream: new content is "
-            "refused until consistent, newer metadata arrives"
-        )
-    if isinstance(exc, tuf_exceptions.UnsignedMetadataError):
-        return TrustError(
-            f"{what}: TUF signatures do not meet the threshold ({exc}); new content is "
-            "refused until correctly signed metadata arrives"
-        )
-    if isinstance(exc, tuf_exceptions.LengthOrHashMismatchError):
-        return TrustError(f"{what}: does not match its signed TUF length and hashes ({exc})")
-    if isinstance(exc, tuf_exceptions.DownloadLengthMismatchError):
-        return TrustError(f"{what}: longer than its signed TUF length ({exc})")
-    if isinstance(exc, tuf_exceptions.RepositoryError):
-        return TrustError(f"{what}: TUF metadata refused ({type(exc).__name__}: {exc})")
-    if isinstance(exc, tuf_exceptions.SlowRetrievalError):
-        return UpstreamTimeout(f"{what}: TUF metadata download timed out ({exc})")
-    if isinstance(exc, tuf_exceptions.DownloadError):
-        return UpstreamUnavailable(f"{what}: TUF metadata could not be downloaded ({exc})")
-    if isinstance(exc, OSError):
-        return StorageError(f"{what}: cannot use the TUF metadata directory: {exc}")
-    return TrustError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-def _kind(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    names = {
-        tuf_exceptions.ExpiredMetadataError: "expired",
-        tuf_exceptions.BadVersionNumberError: "rollback",
-        tuf_exceptions.UnsignedMetadataError: "signature",
-        tuf_exceptions.LengthOrHashMismatchError: "mismatch",
-        tuf_exceptions.DownloadLengthMismatchError: "mismatch",
-        tuf_exceptions.RepositoryError: "refused",
-        tuf_exceptions.DownloadError: "unreachable",
-        UpstreamError: "unreachable",
-        StorageError: "storage",
-    }
-    for cls, name in names.items():
-        if isinstance(cause, cls):
-            return name
-    return "error"
-
-
-# The last refresh's outcome, for `pypi-mirror status` (a separate process).
-STATUS_FILE = "state/tuf/status.json"
-
-
 class TufTrust:
     """Trust through python-tuf's ngclient (``[tuf] mode = "verify"``)."""
 
@@ -200,11 +141,11 @@ class TufTrust:
         settings: TrustSettings,
         core: TufCore,
         upstream: UpstreamClient,
+        storage: Storage,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
-        storage: FileSystemStorage | None = None,
     ) -> None:
-        #: Where ``status()`` is recorded after each refresh, for ``pypi-mirror status``.
+        #: Where verified metadata is published (``web/tuf/``) and ``status()`` recorded.
         self.storage = storage
         self.settings = settings
         self.core = core
@@ -221,41 +162,49 @@ class TufTrust:
         self._last_success: float | None = None
         #: Set while the last refresh was refused (freeze, rollback, signatures).
         self._refused: TrustError | None = None
-        #: Why the last refresh failed (refused or unreachable); None after a success.
-        self._refresh_error: MirrorError | None = None
+        #: Why the last refresh failed (refused, unreachable, a bug); None after a success.
+        self._refresh_error: Exception | None = None
         #: The last error of any operation, for ``status()``.
-        self._last_error: MirrorError | None = None
+        self._last_error: Exception | None = None
         self._closed = False
 
     @classmethod
     async def open(
         cls,
         config: Config,
-        storage: FileSystemStorage,
+        storage: Storage,
         session: aiohttp.ClientSession,
         metrics: Metrics | None = None,
     ) -> TufTrust:
-        """A trust for ``config`` (mode ``verify``) keeping its metadata in ``storage``."""
+        """A trust for ``config`` (mode ``verify``) keeping its metadata in ``storage``.
+
+        Raises StorageError when the store has no local directory for python-tuf.
+        """
         root_path = config.tuf.root
         assert root_path is not None, "config validation requires [tuf] root in verify mode"
+        metadata_dir = storage.local_path(layout.TUF_METADATA_DIR)
+        if metadata_dir is None:
+            raise StorageError(
+                f'[tuf] mode = "verify" needs a filesystem store for its metadata directory '
+                f"({layout.TUF_METADATA_DIR}); {storage.describe()} has no local files"
+            )
         loop = asyncio.get_running_loop()
         bootstrap = await loop.run_in_executor(None, Path(root_path).read_bytes)
         settings = TrustSettings.from_config(config.tuf, config.upstream)
         upstream = UpstreamClient(trust_upstream_config(config), session)
-        metadata_dir = storage.path(METADATA_DIR)
         core = TufCore(
             metadata_dir=metadata_dir,
+            lock=storage.lock(layout.TUF_LOCK),
             bootstrap=bootstrap,
             metadata_url=settings.metadata_url,
             fetcher=LoopFetcher(loop, upstream, _deadline(config.upstream)),
-            publisher=Publisher(storage, metadata_dir),
         )
         return cls(
-            settings=settings, core=core, upstream=upstream, metrics=metrics, storage=storage
+            settings=settings, core=core, upstream=upstream, storage=storage, metrics=metrics
         )
 
     @property
-    def scheme(self) -> str:
+    def scheme(self) -> TufTargets:
         return self.settings.scheme
 
     async def close(self) -> None:
@@ -273,13 +222,15 @@ class TufTrust:
     # -- refresh ----------------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Refresh now; raises TrustError (refused) or UpstreamError (unreachable)."""
+        """Refresh now; raises TrustError (refused) or UpstreamError (unreachable); any
+        other exception (a bug) propagates as it is."""
         await self._refresh(self._attempts)
-        if self._refresh_error is not None:
+        if isinstance(self._refresh_error, MirrorError):
             raise self._refresh_error
 
     async def maybe_refresh(self) -> None:
-        """Refresh if due (for ``/tuf/timestamp.json``); failures are only recorded."""
+        """Refresh if due (for ``/tuf/timestamp.json``); refusals and transport failures
+        are only recorded, any other exception (a bug) propagates."""
         if self._due():
             await self._refresh(self._attempts)
 
@@ -300,21 +251,19 @@ class TufTrust:
             self._last_attempt = self.clock()
             previous = self._view
             try:
-                view = await self._call(self.core.refresh)
-            except Exception as exc:
-                error = translate(exc, "refreshing TUF metadata")
-                self._last_error = self._refresh_error = error
-                if isinstance(error, TrustError):
-                    self._refused = error
-                log.error(
-                    "tuf_refresh_failed",
-                    url=self.settings.metadata_url,
-                    kind=_kind(error),
-                    error=str(error),
-                    refusing=self._refused is not None,
-                )
-                await self._record_status()
+                refreshed = await self._call(self.core.refresh)
+                await publish(self.storage, refreshed.publications)
+            except KNOWN_ERRORS as exc:
+                await self._refresh_failed(translate(exc, "refreshing TUF metadata"))
                 return
+            except Exception as exc:
+                # A bug, not a verdict on the metadata: recorded (not as a refusal) for
+                # status(), then raised to the caller, which logs it with its traceback.
+                self._last_error = self._refresh_error = exc
+                await self._record_status()
+                raise
+            await self._prune(refreshed.keep)
+            view = refreshed.view
             self._view = view
             self._refused = self._refresh_error = self._last_error = None
             self._last_success = self._last_attempt
@@ -334,12 +283,37 @@ class TufTrust:
             )
             await self._record_status()
 
+    async def _refresh_failed(self, error: MirrorError) -> None:
+        self._last_error = self._refresh_error = error
+        if isinstance(error, TrustError):
+            self._refused = error
+        log.error(
+            "tuf_refresh_failed",
+            url=self.settings.metadata_url,
+            kind=error_kind(error),
+            error=str(error),
+            refusing=self._refused is not None,
+        )
+        # ngclient stores each new root once verified: publish them also when a later
+        # step (timestamp, snapshot) failed.
+        if not self._closed:
+            try:
+                await publish(self.storage, await self._call(self.core.roots))
+            except KNOWN_ERRORS as exc:
+                log.warning("tuf_roots_not_published", error=str(translate(exc, "TUF roots")))
+        await self._record_status()
+
+    async def _prune(self, keep: Mapping[str, Collection[int]]) -> None:
+        """Housekeeping of ``web/tuf/``: a failure is only logged."""
+        try:
+            await prune(self.storage, keep)
+        except KNOWN_ERRORS as exc:
+            log.warning("tuf_prune_failed", error=str(translate(exc, f"pruning {layout.WEB_TUF}")))
+
     async def _record_status(self) -> None:
-        if self.storage is None:
-            return
         try:
             data = json.dumps(self.status(), sort_keys=True).encode()
-            await self.storage.write_bytes(STATUS_FILE, data)
+            await self.storage.write_bytes(layout.TUF_STATUS, data)
         except (OSError, MirrorError) as exc:
             log.warning("tuf_status_not_recorded", error=str(exc))
 
@@ -352,13 +326,21 @@ class TufTrust:
         view = self._view
         if view is None:
             raise UpstreamUnavailable(
-                f"{what}: no trusted TUF metadata yet ({self._refresh_error or 'not loaded'})"
+                f"{what}: no trusted TUF metadata yet ({self._why_not_refreshed()})"
             )
         if view.expires.timestamp() <= self.clock():
             raise TrustError(
                 f"{what}: the trusted TUF metadata expired at {_iso(view.expires)} and "
-                f"could not be refreshed ({self._refresh_error})"
+                f"could not be refreshed ({self._why_not_refreshed()})"
             )
+
+    def _why_not_refreshed(self) -> str:
+        error = self._refresh_error
+        if error is None:
+            return "not loaded"
+        if isinstance(error, MirrorError):
+            return str(error)
+        return f"internal error {type(error).__name__}: {error}; see the log"
 
     async def _lookup(self, target_path: str, what: str) -> TargetFile | None:
         await self._ensure_usable(what)
@@ -373,11 +355,13 @@ class TufTrust:
 
     async def _lookup_once(self, target_path: str, what: str) -> TargetFile | None:
         try:
-            return await self._call(self.core.lookup, target_path)
-        except Exception as exc:
-            error = translate(exc, what)
+            with map_errors(what):
+                found = await self._call(self.core.lookup, target_path)
+                await publish(self.storage, found.publications)
+        except MirrorError as error:
             self._last_error = error
-            raise error from exc
+            raise
+        return found.info
 
     # -- the Trust seam ---------------------------------------------------------------------
 
@@ -452,32 +436,39 @@ class TufTrust:
         version, role = parsed
         if role in ("snapshot", "targets"):
             return False  # published by every refresh; other versions are not held
+        what = f"tuf/{name}"
         try:
-            await self._ensure_usable(f"tuf/{name}")
-            return await self._call(self.core.delegated_role, role, version)
-        except Exception as exc:
-            error = translate(exc, f"tuf/{name}")
+            with map_errors(what):
+                await self._ensure_usable(what)
+                publications = await self._call(self.core.delegated_role, role, version)
+                if publications is None:
+                    return False
+                await publish(self.storage, publications)
+        except MirrorError as error:
             log.warning("tuf_metadata_unavailable", name=name, error=str(error))
             return False
+        return True
+
+    def state(self) -> TrustState:
+        """How far the trusted metadata can be used now (``status()["state"]``)."""
+        view = self._view
+        if self._refused is not None:
+            return TrustState.REFUSED
+        if view is None:
+            return TrustState.STARTING if self._last_attempt is None else TrustState.UNAVAILABLE
+        if view.expires.timestamp() <= self.clock():
+            return TrustState.EXPIRED
+        if self._refresh_error is not None:
+            return TrustState.STALE
+        return TrustState.OK
 
     def status(self) -> dict[str, object]:
         view = self._view
-        now = self.clock()
-        if self._refused is not None:
-            state = "refused"
-        elif view is None:
-            state = "unavailable" if self._last_attempt is not None else "starting"
-        elif view.expires.timestamp() <= now:
-            state = "expired"
-        elif self._refresh_error is not None:
-            state = "stale"
-        else:
-            state = "ok"
         return {
-            "mode": "verify",
-            "targets": self.settings.scheme,
+            "mode": TufMode.VERIFY.value,
+            "targets": self.settings.scheme.value,
             "metadata_url": self.settings.metadata_url,
-            "state": state,
+            "state": self.state().value,
             "root_version": view.root_version if view else None,
             "timestamp_version": view.timestamp_version if view else None,
             "snapshot_version": view.snapshot_version if view else None,
@@ -485,7 +476,7 @@ class TufTrust:
             "expires": _iso(view.expires) if view else None,
             "last_refresh": _iso(self._last_success),
             "last_attempt": _iso(self._last_attempt),
-            "error_kind": _kind(self._last_error) if self._last_error else None,
+            "error_kind": error_kind(self._last_error) if self._last_error else None,
             "last_error": str(self._last_error) if self._last_error else None,
         }
 

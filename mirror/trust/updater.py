@@ -1,19 +1,21 @@
 """The blocking half of the trust layer: python-tuf's ngclient over one metadata directory.
 
 Everything here blocks (ngclient is synchronous) and runs in the trust layer's single
-worker thread; an exclusive ``flock`` on ``state/tuf/lock`` also keeps other processes
+worker thread; the store's lock on ``state/tuf/lock`` also keeps other processes
 (``sync``, ``import``) from using the same metadata directory at the same time.
 
 An ``Updater`` can refresh only once, so every refresh makes a new one, bootstrapped from
 the pinned root: ngclient then walks the newer roots it stored before (and any new ones
 upstream), loads the stored timestamp and snapshot as the baseline for rollback checks,
 and downloads what is new. What ngclient verified stays in the metadata directory, so
-rollback protection survives restarts; verified files are copied verbatim to ``web/tuf/``.
+rollback protection survives restarts.
+
+Nothing here writes to the store: each operation returns the verified bytes to publish
+(:class:`~mirror.trust.publish.Publication`), which the async side writes.
 """
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,10 +26,11 @@ from urllib.parse import unquote
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 
+from mirror.storage import StoreLock
 from mirror.trust.delegations import DelegationLoader
 from mirror.trust.fetcher import LoopFetcher
-from mirror.trust.paths import metadata_name, parse_metadata_name
-from mirror.trust.publish import Publisher, metadata_version
+from mirror.trust.paths import is_top_level, metadata_name, parse_metadata_name
+from mirror.trust.publish import LocalMetadata, Publication, metadata_version
 
 
 @dataclass(frozen=True)
@@ -52,47 +55,66 @@ class TrustedView:
         return versions
 
 
+@dataclass(frozen=True)
+class Refreshed:
+    """A successful refresh: the new view, what to publish (in order) and, per role, the
+    published versions to keep (older ones are pruned)."""
+
+    view: TrustedView
+    publications: tuple[Publication, ...]
+    keep: dict[str, frozenset[int]]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A target's signed info (None: no such target) and the delegated roles ngclient
+    verified on the way, to publish."""
+
+    info: TargetFile | None
+    publications: tuple[Publication, ...]
+
+
 class TufCore:
-    """ngclient, the metadata directory and the published copies. Blocking; one thread."""
+    """ngclient over its metadata directory. Blocking; one thread."""
 
     def __init__(
         self,
         *,
         metadata_dir: Path,
+        lock: StoreLock,
         bootstrap: bytes,
         metadata_url: str,
         fetcher: LoopFetcher,
-        publisher: Publisher,
         config: UpdaterConfig | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.metadata_dir = metadata_dir
+        self.local = LocalMetadata(metadata_dir)
+        self.lock = lock
         self.bootstrap = bootstrap
         self.metadata_url = metadata_url
         self.fetcher = fetcher
-        self.publisher = publisher
         self.config = config or UpdaterConfig(prefix_targets_with_hash=False)
         self.now = now
-        self.lock_path = metadata_dir.parent / "lock"
         self.updater: Updater | None = None
         self.view: TrustedView | None = None
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
-        with self.lock_path.open("a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                self.fetcher.fetched.clear()
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        self.lock.acquire(wait=True)
+        try:
+            self.fetcher.fetched.clear()
+            yield
+        finally:
+            self.lock.release()
 
-    def refresh(self) -> TrustedView:
+    def refresh(self) -> Refreshed:
         """Root → timestamp → snapshot → targets, as the TUF client workflow says.
 
         Raises tuf's RepositoryError (expired, rollback, bad signatures...), DownloadError
-        (network) or OSError. On failure the previous updater and view stay as they were.
+        (network) or OSError. On failure the previous updater and view stay as they were;
+        the roots verified before the failure are then published with :meth:`roots`.
         """
         with self._exclusive():
             updater = Updater(
@@ -102,53 +124,56 @@ class TufCore:
                 config=self.config,
                 bootstrap=self.bootstrap,
             )
-            try:
-                updater.refresh()
-            finally:
-                # Roots are verified one by one as ngclient stores them: publish them even
-                # when a later step (timestamp, snapshot) was refused.
-                self.publisher.publish_roots()
+            updater.refresh()
             view = self._read_view()
+            publications = self._top_level()
             previous, self.updater, self.view = self.view, updater, view
-            self._publish(view, previous)
-            return view
+            return Refreshed(view, publications, _keep(view, previous))
 
-    def lookup(self, target_path: str) -> TargetFile | None:
-        """The signed target info for ``target_path`` (delegations walked), or None."""
+    def roots(self) -> tuple[Publication, ...]:
+        """Every root ngclient verified and stored (each as ngclient stores it, one by one:
+        also those of a refresh refused at a later step)."""
+        with self._exclusive():
+            return tuple(self.local.roots())
+
+    def lookup(self, target_path: str) -> Lookup:
+        """The signed target info for ``target_path`` (delegations walked)."""
         assert self.updater is not None, "refresh() first"
         with self._exclusive():
             info = self.updater.get_targetinfo(target_path)
-            self._publish_fetched()
-            return info
+            return Lookup(info, self._fetched_roles())
 
-    def delegated_role(self, role: str, version: int) -> bool:
-        """Make ``N.<role>.json`` of a delegated role available in ``web/tuf/``.
+    def delegated_role(self, role: str, version: int) -> tuple[Publication, ...] | None:
+        """What makes ``N.<role>.json`` of a delegated role available in ``web/tuf/``.
 
-        True when published (or already there); False when ``version`` is not the one
-        the trusted snapshot names. Raises RepositoryError/DownloadError otherwise.
+        None when ``version`` is not the one the trusted snapshot names (or nothing is
+        trusted yet). Raises RepositoryError/DownloadError when the role cannot be
+        verified. Roles the loader downloaded are also stored for ngclient.
         """
         view = self.view
         if view is None:
-            return False
+            return None
         with self._exclusive():
             loader = DelegationLoader(
                 snapshot=view.snapshot,
                 targets=view.targets,
                 consistent_snapshot=view.consistent_snapshot,
-                local=self.publisher.local,
+                local=self.local.read,
                 download=lambda name, limit: self.fetcher.get(self.metadata_url + name, limit),
                 now=self.now(),
             )
             if loader.meta(role).version != version:
-                return False
+                return None
             data = loader.verified(role)
+            publications: list[Publication] = []
             for fetched_role, fetched in loader.fetched.items():
-                self.publisher.write_local(fetched_role, fetched)
-                self.publisher.write(
-                    metadata_name(fetched_role, metadata_version(fetched)), fetched, replace=False
-                )
-            self.publisher.write(metadata_name(role, version), data, replace=False)
-            return True
+                name = metadata_name(fetched_role, metadata_version(fetched))
+                publications += [
+                    Publication.trusted(fetched_role, fetched),
+                    Publication.web(name, fetched),
+                ]
+            publications.append(Publication.web(metadata_name(role, version), data))
+            return tuple(publications)
 
     def _read_view(self) -> TrustedView:
         def load(name: str) -> bytes:
@@ -170,24 +195,33 @@ class TufCore:
             targets=targets,
         )
 
-    def _publish(self, view: TrustedView, previous: TrustedView | None) -> None:
-        """Copy the verified top-level metadata to ``web/tuf/`` and prune old versions."""
-        self.publisher.publish_role("snapshot")
-        self.publisher.publish_role("targets")
-        self.publisher.publish_timestamp()
-        keep: dict[str, set[int]] = {}
-        for role, version in view.role_versions().items():
-            keep.setdefault(role, set()).add(version)
-        if previous is not None:
-            for role, version in previous.role_versions().items():
-                if role in keep:
-                    keep[role].add(version)
-        self.publisher.prune(keep)
+    def _top_level(self) -> tuple[Publication, ...]:
+        """The verified top-level metadata ngclient holds: roots, snapshot, targets, then
+        the timestamp (last, so that a client following it finds everything it names)."""
+        found = [*self.local.roots(), self.local.role("snapshot"), self.local.role("targets")]
+        found.append(self.local.timestamp())
+        return tuple(item for item in found if item is not None)
 
-    def _publish_fetched(self) -> None:
-        """Publish the delegated roles ngclient downloaded (and so verified) just now."""
+    def _fetched_roles(self) -> tuple[Publication, ...]:
+        """The delegated roles ngclient downloaded (and so verified) in this operation."""
+        publications: list[Publication] = []
         for url in self.fetcher.fetched:
             parsed = parse_metadata_name(unquote(url.rsplit("/", 1)[-1]))
-            if parsed is None or parsed[1] in ("root", "timestamp", "snapshot", "targets"):
+            if parsed is None or is_top_level(parsed[1]):
                 continue
-            self.publisher.publish_role(parsed[1])
+            publication = self.local.role(parsed[1])
+            if publication is not None:
+                publications.append(publication)
+        return tuple(publications)
+
+
+def _keep(view: TrustedView, previous: TrustedView | None) -> dict[str, frozenset[int]]:
+    """Per role, the versions the current and the previous view name."""
+    keep: dict[str, set[int]] = {}
+    for role, version in view.role_versions().items():
+        keep.setdefault(role, set()).add(version)
+    if previous is not None:
+        for role, version in previous.role_versions().items():
+            if role in keep:
+                keep[role].add(version)
+    return {role: frozenset(versions) for role, versions in keep.items()}

@@ -1,0 +1,468 @@
+"""``ProjectKeeper``: the one writer of a project's artefacts in ``web/`` and ``state/``.
+
+Pull-through misses and revalidations, the changelog follower and the sync all come here,
+so every view of a project — both page renderings, ``index.v1_html``, the JSON API,
+``.metadata`` and the files — obeys the same filters, trust decision and freshness.
+
+``update`` (one project at a time per process):
+
+1. fetch the page — verified by TUF in the ``index`` scheme (``UpstreamSource``);
+2. judge it with the core (``core.verdict``): current, unchanged, stale (keep the held
+   copy; a sync retries and defers), or gone (remove everything);
+3. apply the ``[sync]`` filters (an excluded project is removed without asking upstream);
+4. in ``FULL`` mode (the sync) fetch every kept file and its ``.metadata``, verified, and
+   the JSON API answer — before anything is listed;
+5. render the pages and the record, cut the JSON API to the page;
+6. delete what the page no longer lists (``PruneIntents``: recorded before step 4, so a
+   writer killed at any moment leaves nothing behind that a later writer does not remove).
+
+Files on demand (pull-through) go through ``download``/``ensure_metadata``, which locate
+nothing themselves: the caller names the project and the file (``held_file``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from mirror.concurrency import KeyedLocks, bounded
+from mirror.core import layout
+from mirror.core.filters import Filters
+from mirror.core.jsonapi import JsonApiError, filter_json_api, mirror_json_api, version_listed
+from mirror.core.layout import PackagePath
+from mirror.core.metadata import MetadataSource
+from mirror.core.model import ProjectPage
+from mirror.core.record import JsonApiMeta, PageMeta, ProjectRecord
+from mirror.core.rewrite import (
+    MirroredFile,
+    MirrorView,
+    extracted_metadata,
+    held_file,
+    listed_paths,
+    mirror_view,
+    served_path,
+    with_extracted,
+)
+from mirror.core.verdict import NO_PROMISE, Answer, PageVerdict, Promise, judge
+from mirror.errors import UpstreamNotFound
+from mirror.log import get_logger
+from mirror.project.files import Download, FileStore
+from mirror.project.intents import PruneIntents
+from mirror.project.pages import PageStore
+from mirror.project.source import PageAnswer, UpstreamSource
+from mirror.storage import Storage
+
+log = get_logger("mirror.project")
+
+
+class KeepMode(Enum):
+    """How much of a project an update brings in."""
+
+    # Pages (and the JSON API when asked for); files and .metadata on demand.
+    INDEX = "index"
+    # Also every kept file, its .metadata and the JSON API answer, before the page lists
+    # them: what a full or filtered mirror (the sync) keeps.
+    FULL = "full"
+
+
+class JsonResult(Enum):
+    MISS = "miss"
+    REVALIDATED = "revalidated"
+
+
+@dataclass(frozen=True)
+class KeepResult:
+    verdict: PageVerdict
+    reason: str = ""
+    #: The project's record after the update (None when it is gone or was never held).
+    record: ProjectRecord | None = None
+    files_added: int = 0
+    bytes_added: int = 0
+    files_removed: int = 0
+
+    @property
+    def serial(self) -> int | None:
+        return self.record.meta.last_serial if self.record else None
+
+
+@dataclass
+class _Fetched:
+    added: list[PackagePath] = dataclasses.field(default_factory=list)
+    nbytes: int = 0
+    extracted: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class ProjectKeeper:
+    def __init__(
+        self,
+        storage: Storage,
+        source: UpstreamSource | None,
+        files: FileStore,
+        filters: Filters,
+        *,
+        file_workers: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.source = source
+        self.files = files
+        self.filters = filters
+        self.file_workers = file_workers
+        self.clock = clock
+        self.pages = PageStore(storage)
+        self.intents = PruneIntents(storage, self.pages)
+        self.filters_fingerprint = filters.fingerprint()
+        self._locks = KeyedLocks()
+        self._background: set[asyncio.Task[None]] = set()
+        files.on_metadata = self._metadata_extracted
+
+    @property
+    def offline(self) -> bool:
+        return self.source is None
+
+    @property
+    def signed_files_only(self) -> bool:
+        return self.source is not None and self.source.signed_files_only
+
+    def excluded(self, project: str) -> bool:
+        return not self.filters.project_allowed(project)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- pages ----------------------------------------------------------------------------
+
+    async def update(
+        self, project: str, promise: Promise = NO_PROMISE, *, mode: KeepMode = KeepMode.INDEX
+    ) -> KeepResult:
+        """Bring ``project`` to what upstream has now (at least ``promise.serial``).
+
+        Raises UpstreamError when the upstream cannot be asked, IntegrityError when what
+        it gave does not verify; the held copy then stays as it was.
+        """
+        if self.excluded(project):
+            removed = await self.remove(project)
+            return KeepResult(
+                PageVerdict.GONE, "excluded by the [sync] filters", files_removed=removed
+            )
+        async with self._locks.hold(project):
+            return await self._update(project, promise, mode)
+
+    async def _update(self, project: str, promise: Promise, mode: KeepMode) -> KeepResult:
+        assert self.source is not None, "an offline mirror does not update"
+        record = await self.pages.record(project)
+        held = record if record is not None and await self.pages.has_page(project) else None
+        conditional = (
+            mode is KeepMode.INDEX and held is not None and held.filters == self.filters_fingerprint
+        )
+        answer = await self.source.page(project, held.meta.etag if conditional and held else None)
+        judgement = judge(
+            answer.answer,
+            page_serial=answer.serial,
+            held_serial=held.meta.last_serial if held else None,
+            promise=promise,
+        )
+        verdict, now = judgement.verdict, self.clock()
+        if verdict is PageVerdict.GONE:
+            removed = await self._remove(project)
+            log.info("upstream_project_missing", project=project, files=removed)
+            return KeepResult(verdict, judgement.reason, files_removed=removed)
+        if verdict is PageVerdict.STALE:
+            log.info("upstream_page_stale", project=project, reason=judgement.reason)
+            if held is not None and promise.serial is None:
+                # Pull-through keeps serving its copy, and asks again after the TTL.
+                held = held.refreshed(now)
+                await self.pages.write_record(project, held)
+            return KeepResult(verdict, judgement.reason, held)
+        if verdict is PageVerdict.UNCHANGED:
+            assert held is not None
+            held = held.refreshed(now)
+            await self.pages.write_record(project, held)
+            return KeepResult(verdict, record=held)
+        return await self._apply(project, answer, promise, mode, now)
+
+    async def _apply(
+        self, project: str, answer: PageAnswer, promise: Promise, mode: KeepMode, now: float
+    ) -> KeepResult:
+        assert answer.page is not None and self.source is not None
+        page = self.filters.apply(answer.page)
+        if page.last_serial is None and answer.serial is not None:
+            page = dataclasses.replace(page, last_serial=answer.serial)
+        old_page = await self.pages.served_page(project)
+        carried = extracted_metadata(old_page) if old_page is not None else {}
+        view = self._view(page, carried)
+        for item in view.rejected:
+            log.warning(
+                "upstream_link_rejected",
+                project=project,
+                filename=item.filename,
+                url=item.url,
+                reason=item.reason,
+            )
+        json = None
+        if mode is KeepMode.FULL:
+            json = await self.source.json_api(project)
+            if json.answer is Answer.PAGE:
+                checked = judge(
+                    Answer.PAGE, page_serial=json.serial, held_serial=None, promise=promise
+                )
+                if checked.verdict is PageVerdict.STALE:
+                    reason = f"JSON API: {checked.reason}"
+                    log.info("upstream_page_stale", project=project, reason=reason)
+                    return KeepResult(PageVerdict.STALE, reason)
+        old = listed_paths(old_page) if old_page is not None else set()
+        new = {item.path for item in view.files}
+        missing = []
+        if mode is KeepMode.FULL:
+            missing = [i for i in view.files if not await self.storage.exists(i.path.web)]
+        await self.intents.record(project, (old - new) | {i.path for i in missing})
+        fetched = _Fetched()
+        if mode is KeepMode.FULL:
+            try:
+                fetched = await self._fetch_all(project, view.files, missing, carried)
+            except BaseException:
+                await self.intents.settle(project)  # what was fetched, no page lists
+                raise
+            if fetched.extracted:
+                view = self._view(page, {**carried, **fetched.extracted})
+        await self.pages.write_page(view.page)
+        record = ProjectRecord.for_files(
+            PageMeta(now, answer.etag, answer.serial),
+            [(item.path, item.file.url) for item in view.files],
+            filters=self.filters_fingerprint,
+        )
+        await self.pages.write_record(project, record)
+        if json is None:
+            await self._cut_json(project, view.page)
+        else:
+            await self._store_json(
+                project, None, json.answer, json.body, json.etag, view.page, record
+            )
+        await self.storage.delete(layout.state_negative(project))
+        removed = await self.intents.settle(project)
+        log.info(
+            "project_updated",
+            project=project,
+            serial=answer.serial,
+            files=len(view.files),
+            added=len(fetched.added),
+            bytes=fetched.nbytes,
+            removed=removed,
+        )
+        return KeepResult(
+            PageVerdict.CURRENT,
+            record=record,
+            files_added=len(fetched.added),
+            bytes_added=fetched.nbytes,
+            files_removed=removed,
+        )
+
+    def _view(self, page: ProjectPage, extracted: dict[str, str]) -> MirrorView:
+        assert self.source is not None
+        return mirror_view(
+            page,
+            self.source.is_allowed,
+            signed_files_only=self.signed_files_only,
+            extracted=extracted,
+        )
+
+    async def _fetch_all(
+        self,
+        project: str,
+        items: list[MirroredFile],
+        missing: list[MirroredFile],
+        carried: dict[str, str],
+    ) -> _Fetched:
+        """Every missing file and every ``.metadata`` not held, ``file_workers`` at a time."""
+        fetched = _Fetched()
+        to_download = {item.path for item in missing}
+
+        async def one(item: MirroredFile) -> None:
+            if item.path in to_download:
+                await self.files.download(project, item, extract=False).wait()
+                info = await self.storage.stat(item.path.web)
+                fetched.added.append(item.path)
+                fetched.nbytes += info.size if info else 0
+            if item.metadata is MetadataSource.NONE:
+                return
+            known = item.metadata is MetadataSource.UPSTREAM or item.file.filename in carried
+            if known and await self.storage.exists(item.path.web_metadata):
+                return
+            sha256 = await self.files.ensure_metadata(project, item)
+            if sha256 is not None and item.metadata is MetadataSource.WHEEL:
+                fetched.extracted[item.file.filename] = sha256
+
+        await bounded(items, self.file_workers, one)
+        return fetched
+
+    async def _metadata_extracted(self, project: str, filename: str, sha256: str) -> None:
+        """A pull-through download extracted a wheel's ``.metadata``: advertise it.
+
+        Never waits for the project's lock (an update holding it may be waiting for this
+        very download); then the page is re-rendered once the update is done.
+        """
+        if self._locks.locked(project):
+            task = asyncio.create_task(self._advertise(project, filename, sha256))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        await self._advertise(project, filename, sha256)
+
+    async def _advertise(self, project: str, filename: str, sha256: str) -> None:
+        async with self._locks.hold(project):
+            page = await self.pages.served_page(project)
+            if page is None or not any(f.filename == filename for f in page.files):
+                return
+            updated = with_extracted(page, filename, sha256)
+            if updated != page:
+                await self.pages.write_page(updated)
+
+    # -- removal --------------------------------------------------------------------------
+
+    async def remove(self, project: str) -> int:
+        """Everything the mirror holds of ``project``; the number of files removed."""
+        async with self._locks.hold(project):
+            return await self._remove(project)
+
+    async def _remove(self, project: str) -> int:
+        if not await self._holds(project):
+            return 0
+        page = await self.pages.served_page(project)
+        await self.intents.record(project, listed_paths(page) if page is not None else set())
+        await self.pages.remove(project)
+        return await self.intents.settle(project)
+
+    async def _holds(self, project: str) -> bool:
+        for rel in (
+            layout.simple_page(project, layout.PAGE_HTML),
+            layout.simple_page(project, layout.PAGE_V1_JSON),
+            layout.project_record(project),
+            layout.json_api(project),
+        ):
+            if await self.storage.exists(rel):
+                return True
+        async for _names in self.storage.iter_names(layout.json_api_dir(project)):
+            return True
+        return False
+
+    # -- files on demand ------------------------------------------------------------------
+
+    async def held_file(self, project: str, path: PackagePath) -> MirroredFile | None:
+        """The file ``path`` as the project's served page lists it, with its upstream URL."""
+        page = await self.pages.served_page(project)
+        record = await self.pages.record(project)
+        if page is None or record is None:
+            return None
+        return held_file(page, record, path, signed_files_only=self.signed_files_only)
+
+    def download(self, project: str, item: MirroredFile) -> Download:
+        return self.files.download(project, item)
+
+    async def ensure_metadata(self, project: str, item: MirroredFile) -> str | None:
+        sha256 = await self.files.ensure_metadata(project, item)
+        if sha256 is not None and item.metadata is MetadataSource.WHEEL:
+            await self._metadata_extracted(project, item.file.filename, sha256)
+        return sha256
+
+    async def offline_page(self, project: str) -> ProjectPage | None:
+        """The served page cut down to the files held here (offline mode)."""
+        page = await self.pages.served_page(project)
+        if page is None:
+            return None
+        kept = []
+        for file in page.files:
+            path = served_path(file)
+            if path is not None and await self.storage.exists(path.web):
+                kept.append(file)
+        return dataclasses.replace(page, files=tuple(kept), versions=None)
+
+    # -- the JSON API ---------------------------------------------------------------------
+
+    async def refresh_json(
+        self, project: str, version: str | None, record: ProjectRecord
+    ) -> JsonResult:
+        """Fetch the JSON API answer again (conditionally) and cut it to the served page.
+
+        Raises UpstreamNotFound when the upstream has none or the page does not keep
+        ``version``.
+        """
+        assert self.source is not None
+        page = await self.pages.served_page(project)
+        if page is None:
+            raise UpstreamNotFound(f"simple/{project}/")
+        if version is not None and not version_listed(page, version):
+            await self.pages.remove_json(project, version)
+            raise UpstreamNotFound(f"pypi/{project}/{version}/json (not kept by the mirror)")
+        meta = await self.pages.json_meta(project, version)
+        present = await self.storage.exists(layout.json_api_rel(project, version))
+        usable = meta if meta is not None and present else None
+        etag = usable.etag if usable and usable.filters == self.filters_fingerprint else None
+        json = await self.source.json_api(project, version, etag)
+        if json.answer is Answer.NOT_FOUND:
+            await self.pages.remove_json(project, version)
+            raise UpstreamNotFound(layout.json_api_rel(project, version))
+        served_serial = record.meta.last_serial
+        lagging = (
+            json.serial is not None and served_serial is not None and json.serial < served_serial
+        )
+        await self._store_json(
+            project, version, json.answer, json.body, json.etag, page, record, current=not lagging
+        )
+        return JsonResult.REVALIDATED if usable else JsonResult.MISS
+
+    async def _cut_json(self, project: str, page: ProjectPage) -> None:
+        """Cut the held JSON API answers to a new page at once, so that they never list a
+        file it does not (nginx serves them as they are); a request fetches them anew."""
+        held: list[str | None] = [None]
+        async for names in self.storage.iter_names(layout.json_api_dir(project)):
+            held += [n for n in names if n != "json" and layout.is_safe_version(n)]
+        for version in held:
+            rel = layout.json_api_rel(project, version)
+            data = await self.storage.read_bytes(rel)
+            if data is None:
+                continue
+            if version is not None and not version_listed(page, version):
+                await self.pages.remove_json(project, version)
+                continue
+            try:
+                body = filter_json_api(data, page)
+            except JsonApiError:
+                await self.pages.remove_json(project, version)
+                continue
+            if body != data:
+                await self.storage.write_bytes(rel, body)
+
+    async def _store_json(
+        self,
+        project: str,
+        version: str | None,
+        answer: Answer,
+        body: bytes,
+        etag: str | None,
+        page: ProjectPage,
+        record: ProjectRecord,
+        *,
+        current: bool = True,
+    ) -> None:
+        """Write (or drop) a JSON API answer cut to ``page``. ``current``: it is at least
+        as new as the page; if not (a lagging CDN), it is fetched again next time."""
+        assert self.source is not None
+        made_for = record.meta.fetched_at if current else None
+        meta = JsonApiMeta(etag, made_for, self.filters_fingerprint)
+        if answer is Answer.NOT_FOUND:
+            await self.pages.remove_json(project, version)
+        elif answer is Answer.NOT_MODIFIED:
+            await self.pages.write_json_meta(project, version, meta)
+        else:
+            try:
+                served = mirror_json_api(body, self.source.is_allowed, page)
+            except JsonApiError as exc:
+                log.warning("upstream_json_malformed", project=project, error=str(exc))
+                return
+            await self.pages.write_json(project, version, served, meta)

@@ -1,0 +1,135 @@
+"""A project's served pages, its record and its JSON API answers, as stored.
+
+The served page is kept in two renderings, ``index.html`` (PEP 503) and ``index.v1_json``
+(PEP 691), each with a gzip sibling for clients (and nginx's ``gzip_static``) that accept
+it; ``index.v1_html`` is the same bytes as ``index.html``, so it is a hard link (and so is
+its ``.gz``). The JSON rendering is also what the mirror reads back: it is the model
+without loss. Beside them in ``state/`` the ``ProjectRecord`` says when the page was
+fetched and where upstream serves its files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Callable
+
+from mirror.core import layout
+from mirror.core.index import (
+    PageParseError,
+    parse_project_json,
+    render_project_html,
+    render_project_json,
+)
+from mirror.core.model import ProjectPage
+from mirror.core.record import JsonApiMeta, ProjectRecord
+from mirror.log import get_logger
+from mirror.storage import Storage
+
+log = get_logger("mirror.pages")
+
+GZIP_MIN_SIZE = 1024
+RECORD_LIMIT = 64 * 1024**2
+META_LIMIT = 1 << 20
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+class PageStore:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        #: Told of every record written (or, with None, of a project removed): the page
+        #: cache keeps the records of served pages in memory.
+        self.on_change: Callable[[str, ProjectRecord | None], None] = lambda _p, _r: None
+
+    # -- the served page ------------------------------------------------------------------
+
+    async def has_page(self, project: str) -> bool:
+        return await self.storage.exists(layout.simple_page(project, layout.PAGE_V1_JSON))
+
+    async def served_page(self, project: str) -> ProjectPage | None:
+        """The page as served (links into packages/), or None."""
+        data = await self.storage.read_bytes(layout.simple_page(project, layout.PAGE_V1_JSON))
+        if data is None:
+            return None
+        try:
+            return parse_project_json(data)
+        except PageParseError as exc:
+            log.warning("web_page_unreadable", project=project, error=str(exc))
+            return None
+
+    async def write_page(self, page: ProjectPage) -> None:
+        project = page.name
+        await self._write(
+            layout.simple_page(project, layout.PAGE_V1_JSON), render_project_json(page)
+        )
+        html = layout.simple_page(project, layout.PAGE_HTML)
+        has_gzip = await self._write(html, render_project_html(page))
+        v1_html = layout.simple_page(project, layout.PAGE_V1_HTML)
+        await self.storage.link(html, v1_html)
+        if has_gzip:
+            await self.storage.link(html + layout.GZIP_SUFFIX, v1_html + layout.GZIP_SUFFIX)
+        else:
+            await self.storage.delete(v1_html + layout.GZIP_SUFFIX)
+
+    async def _write(self, rel: str, body: bytes) -> bool:
+        """Write ``body`` and its gzip sibling (when worth it); whether the sibling exists."""
+        if len(body) < GZIP_MIN_SIZE:
+            await self.storage.delete(rel + layout.GZIP_SUFFIX)
+            await self.storage.write_bytes(rel, body)
+            return False
+        compressed = await asyncio.get_running_loop().run_in_executor(None, gzip_bytes, body)
+        await self.storage.write_bytes(rel + layout.GZIP_SUFFIX, compressed)
+        await self.storage.write_bytes(rel, body)
+        return True
+
+    # -- the record -----------------------------------------------------------------------
+
+    async def record(self, project: str) -> ProjectRecord | None:
+        data = await self.storage.read_bytes(layout.project_record(project), limit=RECORD_LIMIT)
+        if data is None:
+            return None
+        record = ProjectRecord.load(data)
+        if record is None:
+            log.warning("project_record_unreadable", project=project)
+        return record
+
+    async def write_record(self, project: str, record: ProjectRecord) -> None:
+        await self.storage.write_bytes(layout.project_record(project), record.dump())
+        self.on_change(project, record)
+
+    # -- the JSON API ---------------------------------------------------------------------
+
+    async def json_meta(self, project: str, version: str | None) -> JsonApiMeta | None:
+        data = await self.storage.read_bytes(
+            layout.json_api_meta(project, version), limit=META_LIMIT
+        )
+        return JsonApiMeta.load(data) if data else None
+
+    async def write_json(
+        self, project: str, version: str | None, body: bytes, meta: JsonApiMeta
+    ) -> None:
+        await self.storage.write_bytes(layout.json_api_rel(project, version), body)
+        await self.storage.write_bytes(layout.json_api_meta(project, version), meta.dump())
+
+    async def write_json_meta(self, project: str, version: str | None, meta: JsonApiMeta) -> None:
+        await self.storage.write_bytes(layout.json_api_meta(project, version), meta.dump())
+
+    async def remove_json(self, project: str, version: str | None) -> None:
+        await self.storage.delete(layout.json_api_rel(project, version))
+        await self.storage.delete(layout.json_api_meta(project, version))
+
+    # -- everything -----------------------------------------------------------------------
+
+    async def remove(self, project: str) -> None:
+        """The project's pages (every form), record and JSON API answers."""
+        for name in layout.PAGE_FILES:
+            rel = layout.simple_page(project, name)
+            await self.storage.delete(rel + layout.GZIP_SUFFIX)
+            await self.storage.delete(rel)
+        await self.storage.delete_tree(layout.json_api_dir(project))
+        await self.storage.delete_tree(layout.json_api_meta_dir(project))
+        await self.storage.delete(layout.project_record(project))
+        self.on_change(project, None)

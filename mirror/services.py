@@ -1,0 +1,159 @@
+"""The one place that builds the mirror's services from the configuration: for ``serve``,
+for ``sync`` and for the tests, so they all fetch, verify and write projects alike.
+
+::
+
+    UpstreamClient ─┬─ TufTrust ([tuf] mode = "verify")
+                    └─ UpstreamSource ── FileStore ── ProjectKeeper (filters)
+                                                        ├─ PageCache ─┬─ FileCache
+                                                        │             └─ JsonApiCache
+                                                        └─ (sync) SyncEngine, ChangelogFollower
+    RootCache, Evictor ([cache] max-size, serve only)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from mirror.cache.eviction import Evictor
+from mirror.cache.files import FileCache
+from mirror.cache.jsonapi import JsonApiCache
+from mirror.cache.pages import PageCache
+from mirror.cache.root import RootCache
+from mirror.config import Config, SyncMode, TufMode
+from mirror.core.filters import FilterError, Filters
+from mirror.errors import ConfigError
+from mirror.metrics import Metrics
+from mirror.project.files import FileStore
+from mirror.project.keeper import ProjectKeeper
+from mirror.project.source import UpstreamSource
+from mirror.storage import Storage
+from mirror.trust.service import TufTrust
+from mirror.upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from mirror.sync.follow import ChangelogFollower
+
+
+class Purpose(Enum):
+    SERVE = "serve"
+    SYNC = "sync"
+
+
+@dataclass
+class Services:
+    config: Config
+    storage: Storage
+    metrics: Metrics
+    keeper: ProjectKeeper
+    pages: PageCache
+    files: FileCache
+    jsonapi: JsonApiCache
+    root: RootCache
+    upstream: UpstreamClient | None = None
+    trust: TufTrust | None = None
+    evictor: Evictor | None = None
+    # serve with [sync] interval > 0: the changelog follower running in this process.
+    follower: ChangelogFollower | None = None
+
+
+def filters_from_config(config: Config) -> Filters:
+    """The ``[sync]`` filters; a bad entry is a ConfigError naming the key and the file."""
+    sync = config.sync
+    try:
+        return Filters.parse(
+            allow=sync.allow,
+            block=sync.block,
+            exclude_platforms=sync.exclude_platforms,
+            python_versions=sync.python_versions,
+            prereleases=sync.prereleases,
+            keep_latest=sync.keep_latest,
+            max_file_size=sync.max_file_size,
+        )
+    except FilterError as exc:
+        raise ConfigError(f"[sync] {exc}", source=config.source) from exc
+
+
+def _page_ttl(config: Config, purpose: Purpose) -> float:
+    """A sync, and ``serve`` beside one (mode = "mirror"), keep pages fresh by the
+    changelog, not by a TTL."""
+    if purpose is Purpose.SYNC or config.sync.mode is SyncMode.MIRROR:
+        return math.inf
+    return float(config.serve.index_ttl)
+
+
+@asynccontextmanager
+async def open_services(
+    config: Config,
+    storage: Storage,
+    *,
+    purpose: Purpose = Purpose.SERVE,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[Services]:
+    metrics = metrics or Metrics()
+    offline = purpose is Purpose.SERVE and config.serve.offline
+    session = None if offline else UpstreamClient.make_session(config.upstream)
+    upstream = None if session is None else UpstreamClient(config.upstream, session)
+    trust: TufTrust | None = None
+    keeper: ProjectKeeper | None = None
+    files: FileStore | None = None
+    try:
+        if session is not None and config.tuf.mode is TufMode.VERIFY:
+            trust = await TufTrust.open(config, storage, session, metrics)
+            await trust.maybe_refresh()  # failures are recorded and reported in status
+        source = None if upstream is None else UpstreamSource(upstream, trust)
+        files = FileStore(
+            storage, source, metrics, trust=trust, max_file_size=config.upstream.max_file_size
+        )
+        keeper = ProjectKeeper(
+            storage,
+            source,
+            files,
+            filters_from_config(config),
+            file_workers=config.sync.file_workers,
+        )
+        pages = PageCache(
+            keeper,
+            ttl=_page_ttl(config, purpose),
+            negative_ttl=config.serve.negative_ttl,
+        )
+        evictor = None
+        file_cache = FileCache(pages)
+        if purpose is Purpose.SERVE and config.cache.max_size:
+            evictor = Evictor(
+                storage,
+                config.cache.max_size,
+                metrics,
+                lambda rel: rel in file_cache.readers or rel in file_cache.downloading,
+                interval=config.cache.evict_interval,
+            )
+            files.on_commit = evictor.note_commit
+            evictor.on_evict = file_cache.forget_present
+        await keeper.intents.replay()
+        yield Services(
+            config=config,
+            storage=storage,
+            metrics=metrics,
+            keeper=keeper,
+            pages=pages,
+            files=file_cache,
+            jsonapi=JsonApiCache(pages),
+            root=RootCache(storage, upstream, ttl=_page_ttl(config, purpose)),
+            upstream=upstream,
+            trust=trust,
+            evictor=evictor,
+        )
+    finally:
+        if keeper is not None:
+            await keeper.close()
+        if files is not None:
+            await files.close()
+        if trust is not None:
+            await trust.close()
+        if session is not None:
+            await session.close()
