@@ -2,7 +2,7 @@
 
 An answer is as fresh as its project's page: it is used while it was cut to the page as
 held now, and fetched again (conditionally) after the page was. What it lists is what the
-page lists (``ProjectKeeper.refresh_json``).
+page lists (``project.jsonapi.JsonApiStore.refresh``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from mirror.cache.pages import CacheResult, PageCache
 from mirror.core import layout
 from mirror.errors import UpstreamError, UpstreamNotFound
 from mirror.log import get_logger
-from mirror.project.keeper import JsonResult
+from mirror.project.jsonapi import JsonResult
 
 log = get_logger("mirror.jsonapi")
 
@@ -49,7 +49,7 @@ class JsonApiCache:
             return CacheResult.HIT
         task = self._inflight.get(rel)
         if task is None:
-            task = asyncio.create_task(self.keeper.refresh_json(project, version, record))
+            task = asyncio.create_task(self.keeper.json_api.refresh(project, version, record))
             self._inflight[rel] = task
             task.add_done_callback(lambda _t: self._inflight.pop(rel, None))
         try:

@@ -315,8 +315,7 @@ class FileStore:
 
     async def extract_metadata(self, project: str, item: MirroredFile) -> str | None:
         """Write ``<wheel>.metadata`` from the held, verified wheel; its sha256, or None
-        when the wheel has no readable METADATA. Where the page advertised a digest for
-        it (a re-extraction), the bytes must match it."""
+        when the wheel has no readable METADATA."""
         async with self._wheel_file(item.path.web) as path:
             data = await asyncio.get_running_loop().run_in_executor(
                 None, _read_wheel_metadata, path, item.path.rel
@@ -324,13 +323,6 @@ class FileStore:
         if data is None:
             return None
         sha256 = hashlib.sha256(data).hexdigest()
-        core = item.file.core_metadata
-        promised = core.get("sha256") if not isinstance(core, bool) else None
-        if promised is not None and promised != sha256:
-            raise IntegrityError(
-                f"{item.path.rel}.metadata: the page advertises sha256 {promised}, "
-                f"the wheel's METADATA is {sha256}"
-            )
         await self.storage.write_bytes(item.path.web_metadata, data)
         log.info("wheel_metadata_extracted", project=project, file=item.path.rel)
         return sha256

@@ -57,16 +57,15 @@ class PruneIntents:
         self.pages = pages
         self.owner = this_owner()
 
-    async def record(self, project: str, paths: set[PackagePath]) -> None:
-        """Write down ``paths`` (with whatever dead writers of ``project`` left)."""
+    async def record(self, project: str, paths: set[PackagePath]) -> bool:
+        """Write down ``paths`` (with whatever dead writers of ``project`` left); False
+        when there is nothing to write down (then there is nothing to settle either)."""
         paths = paths | await self._adopt(project)
-        rel = layout.prune_intent(project, self.owner)
-        if paths:
-            await self.storage.write_bytes(
-                rel, "".join(sorted(p.rel + "\n" for p in paths)).encode()
-            )
-        else:
-            await self.storage.delete(rel)
+        if not paths:
+            return False
+        body = "".join(sorted(p.rel + "\n" for p in paths)).encode()
+        await self.storage.write_bytes(layout.prune_intent(project, self.owner), body)
+        return True
 
     async def settle(self, project: str) -> int:
         """Delete this writer's recorded files that the served page does not list."""
@@ -86,12 +85,13 @@ class PruneIntents:
         return removed
 
     async def _adopt(self, project: str) -> set[PackagePath]:
-        """The paths of dead writers' records for ``project``; their records go."""
+        """The paths of dead writers' records for ``project`` (and of this writer's own,
+        left by an update that failed before it settled); those records go."""
         found: set[PackagePath] = set()
         now = time.time()
         async for info in self.storage.iter_files(layout.prune_dir(project)):
             owner = info.rel.rsplit("/", 1)[-1]
-            if owner != self.owner and owner_gone(owner, info.mtime, now):
+            if owner == self.owner or owner_gone(owner, info.mtime, now):
                 found |= await self._read(info.rel)
                 await self.storage.delete(info.rel)
         return found

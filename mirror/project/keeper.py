@@ -32,11 +32,10 @@ from enum import Enum
 from mirror.concurrency import KeyedLocks, bounded
 from mirror.core import layout
 from mirror.core.filters import Filters
-from mirror.core.jsonapi import JsonApiError, filter_json_api, mirror_json_api, version_listed
 from mirror.core.layout import PackagePath
 from mirror.core.metadata import MetadataSource
 from mirror.core.model import ProjectPage
-from mirror.core.record import JsonApiMeta, PageMeta, ProjectRecord
+from mirror.core.record import PageMeta, ProjectRecord
 from mirror.core.rewrite import (
     MirroredFile,
     MirrorView,
@@ -48,10 +47,10 @@ from mirror.core.rewrite import (
     with_extracted,
 )
 from mirror.core.verdict import NO_PROMISE, Answer, PageVerdict, Promise, judge
-from mirror.errors import UpstreamNotFound
 from mirror.log import get_logger
 from mirror.project.files import Download, FileStore
 from mirror.project.intents import PruneIntents
+from mirror.project.jsonapi import JsonApiStore
 from mirror.project.pages import PageStore
 from mirror.project.source import PageAnswer, UpstreamSource
 from mirror.storage import Storage
@@ -67,11 +66,6 @@ class KeepMode(Enum):
     # Also every kept file, its .metadata and the JSON API answer, before the page lists
     # them: what a full or filtered mirror (the sync) keeps.
     FULL = "full"
-
-
-class JsonResult(Enum):
-    MISS = "miss"
-    REVALIDATED = "revalidated"
 
 
 @dataclass(frozen=True)
@@ -116,6 +110,7 @@ class ProjectKeeper:
         self.pages = PageStore(storage)
         self.intents = PruneIntents(storage, self.pages)
         self.filters_fingerprint = filters.fingerprint()
+        self.json_api = JsonApiStore(storage, self.pages, source, self.filters_fingerprint)
         self._locks = KeyedLocks()
         self._background: set[asyncio.Task[None]] = set()
         files.on_metadata = self._metadata_extracted
@@ -221,13 +216,14 @@ class ProjectKeeper:
         missing = []
         if mode is KeepMode.FULL:
             missing = [i for i in view.files if not await self.storage.exists(i.path.web)]
-        await self.intents.record(project, (old - new) | {i.path for i in missing})
+        recorded = await self.intents.record(project, (old - new) | {i.path for i in missing})
         fetched = _Fetched()
         if mode is KeepMode.FULL:
             try:
                 fetched = await self._fetch_all(project, view.files, missing, carried)
             except BaseException:
-                await self.intents.settle(project)  # what was fetched, no page lists
+                if recorded:
+                    await self.intents.settle(project)  # what was fetched, no page lists
                 raise
             if fetched.extracted:
                 view = self._view(page, {**carried, **fetched.extracted})
@@ -239,13 +235,13 @@ class ProjectKeeper:
         )
         await self.pages.write_record(project, record)
         if json is None:
-            await self._cut_json(project, view.page)
+            await self.json_api.cut(project, view.page)
         else:
-            await self._store_json(
+            await self.json_api.store(
                 project, None, json.answer, json.body, json.etag, view.page, record
             )
         await self.storage.delete(layout.state_negative(project))
-        removed = await self.intents.settle(project)
+        removed = await self.intents.settle(project) if recorded else 0
         log.info(
             "project_updated",
             project=project,
@@ -334,9 +330,10 @@ class ProjectKeeper:
         if not await self._holds(project):
             return 0
         page = await self.pages.served_page(project)
-        await self.intents.record(project, listed_paths(page) if page is not None else set())
+        paths = listed_paths(page) if page is not None else set()
+        recorded = await self.intents.record(project, paths)
         await self.pages.remove(project)
-        return await self.intents.settle(project)
+        return await self.intents.settle(project) if recorded else 0
 
     async def _holds(self, project: str) -> bool:
         for rel in (
@@ -381,88 +378,3 @@ class ProjectKeeper:
             if path is not None and await self.storage.exists(path.web):
                 kept.append(file)
         return dataclasses.replace(page, files=tuple(kept), versions=None)
-
-    # -- the JSON API ---------------------------------------------------------------------
-
-    async def refresh_json(
-        self, project: str, version: str | None, record: ProjectRecord
-    ) -> JsonResult:
-        """Fetch the JSON API answer again (conditionally) and cut it to the served page.
-
-        Raises UpstreamNotFound when the upstream has none or the page does not keep
-        ``version``.
-        """
-        assert self.source is not None
-        page = await self.pages.served_page(project)
-        if page is None:
-            raise UpstreamNotFound(f"simple/{project}/")
-        if version is not None and not version_listed(page, version):
-            await self.pages.remove_json(project, version)
-            raise UpstreamNotFound(f"pypi/{project}/{version}/json (not kept by the mirror)")
-        meta = await self.pages.json_meta(project, version)
-        present = await self.storage.exists(layout.json_api_rel(project, version))
-        usable = meta if meta is not None and present else None
-        etag = usable.etag if usable and usable.filters == self.filters_fingerprint else None
-        json = await self.source.json_api(project, version, etag)
-        if json.answer is Answer.NOT_FOUND:
-            await self.pages.remove_json(project, version)
-            raise UpstreamNotFound(layout.json_api_rel(project, version))
-        served_serial = record.meta.last_serial
-        lagging = (
-            json.serial is not None and served_serial is not None and json.serial < served_serial
-        )
-        await self._store_json(
-            project, version, json.answer, json.body, json.etag, page, record, current=not lagging
-        )
-        return JsonResult.REVALIDATED if usable else JsonResult.MISS
-
-    async def _cut_json(self, project: str, page: ProjectPage) -> None:
-        """Cut the held JSON API answers to a new page at once, so that they never list a
-        file it does not (nginx serves them as they are); a request fetches them anew."""
-        held: list[str | None] = [None]
-        async for names in self.storage.iter_names(layout.json_api_dir(project)):
-            held += [n for n in names if n != "json" and layout.is_safe_version(n)]
-        for version in held:
-            rel = layout.json_api_rel(project, version)
-            data = await self.storage.read_bytes(rel)
-            if data is None:
-                continue
-            if version is not None and not version_listed(page, version):
-                await self.pages.remove_json(project, version)
-                continue
-            try:
-                body = filter_json_api(data, page)
-            except JsonApiError:
-                await self.pages.remove_json(project, version)
-                continue
-            if body != data:
-                await self.storage.write_bytes(rel, body)
-
-    async def _store_json(
-        self,
-        project: str,
-        version: str | None,
-        answer: Answer,
-        body: bytes,
-        etag: str | None,
-        page: ProjectPage,
-        record: ProjectRecord,
-        *,
-        current: bool = True,
-    ) -> None:
-        """Write (or drop) a JSON API answer cut to ``page``. ``current``: it is at least
-        as new as the page; if not (a lagging CDN), it is fetched again next time."""
-        assert self.source is not None
-        made_for = record.meta.fetched_at if current else None
-        meta = JsonApiMeta(etag, made_for, self.filters_fingerprint)
-        if answer is Answer.NOT_FOUND:
-            await self.pages.remove_json(project, version)
-        elif answer is Answer.NOT_MODIFIED:
-            await self.pages.write_json_meta(project, version, meta)
-        else:
-            try:
-                served = mirror_json_api(body, self.source.is_allowed, page)
-            except JsonApiError as exc:
-                log.warning("upstream_json_malformed", project=project, error=str(exc))
-                return
-            await self.pages.write_json(project, version, served, meta)
