@@ -7,11 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
-from mirror.config import Config, TufMode, load_config
-from mirror.errors import ConfigError, StorageError
-from mirror.log import configure_logging, get_logger
+from mirror.config import Config, load_config
+from mirror.errors import ConfigError
+from mirror.log import configure_logging
 
 EXIT_CONFIG = 2
 
@@ -31,9 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+    serve_parser = commands.add_parser(
         "serve", parents=[common], help="run the daemon (Simple API, files, JSON API)"
     )
+    # Set by the supervisor for the processes it starts ([serve] workers > 1).
+    serve_parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     commands.add_parser(
         "sync",
         parents=[common],
@@ -65,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(config.log.level, config.log.format)
     if args.command == "serve":
-        return serve(config)
+        from mirror.server.run import serve
+
+        return serve(config, worker=args.worker)
     if args.command == "sync":
         from mirror.sync.commands import run_sync
 
@@ -75,44 +77,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_status(config, as_json=args.json)
     raise AssertionError(args.command)
-
-
-def serve(config: Config) -> int:
-    from mirror.server.app import create_app
-    from mirror.server.middleware import runner_options
-
-    log = get_logger("mirror.cli")
-    if config.tuf.mode is TufMode.VERIFY and not config.serve.offline:
-        import asyncio
-
-        from mirror.trust.service import probe_metadata
-
-        problem = asyncio.run(probe_metadata(config))
-        if problem is not None:
-            print(
-                f"pypi-mirror: cannot start: {problem} (configuration: {config.source})",
-                file=sys.stderr,
-            )
-            return EXIT_CONFIG
-    try:
-        app = create_app(config)
-    except StorageError as exc:
-        print(f"pypi-mirror: {exc} (configuration: {config.source})", file=sys.stderr)
-        return EXIT_CONFIG
-    log.info(
-        "server_starting",
-        listen=config.serve.listen,
-        upstream=None if config.serve.offline else config.upstream.url,
-        storage=str(config.storage.path),
-        config=config.source,
-    )
-    web.run_app(
-        app,
-        host=config.serve.host,
-        port=config.serve.port,
-        print=None,
-        shutdown_timeout=10,
-        **runner_options(),
-    )
-    log.info("server_stopped")
-    return 0

@@ -124,6 +124,10 @@ class ServeConfig:
     index_ttl: int = field(default=600, metadata=_kind("int", minimum=0))
     negative_ttl: int = field(default=60, metadata=_kind("int", minimum=0))
     offline: bool = field(default=False, metadata=_kind("bool"))
+    # Project pages held in memory, ready to send (bytes; 0 = always read from disk).
+    page_memory: int = field(default=64 * 1024**2, metadata=_kind("size"))
+    # Processes sharing the listening port (SO_REUSEPORT); 0 = one per core.
+    workers: int = field(default=0, metadata=_kind("int", minimum=0, maximum=256))
 
     @property
     def host(self) -> str:
@@ -245,6 +249,8 @@ class Config:
     tuf: TufConfig = TufConfig()
     log: LogConfig = LogConfig()
     source: str = "embedded defaults"
+    #: The file it was read from (None: the embedded defaults).
+    source_path: Path | None = None
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -467,4 +473,6 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", source=source) from exc
-    return config_from_mapping(data, source=source, env=env)
+    return dataclasses.replace(
+        config_from_mapping(data, source=source, env=env), source_path=path.absolute()
+    )

@@ -1,8 +1,25 @@
-"""Prometheus metrics, one registry per app (no module-level singletons)."""
+"""Prometheus metrics, one registry per app (no module-level singletons).
+
+With several ``serve`` workers, prometheus-client runs in its multiprocess mode (the
+supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` for them): every process writes its values to
+files there, and ``exposition`` sums them whichever worker is asked.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -41,8 +58,35 @@ class Metrics:
             registry=self.registry,
         )
         self.cache_bytes = Gauge(
-            "pypi_mirror_cache_bytes", "Bytes held under web/packages", registry=self.registry
+            "pypi_mirror_cache_bytes",
+            "Bytes held under web/packages",
+            registry=self.registry,
+            multiprocess_mode="livemax",  # set by the one process that runs the evictor
         )
         self.request_seconds = Histogram(
             "pypi_mirror_request_seconds", "Request duration", ["route"], registry=self.registry
         )
+        # Label children by their labels: ``labels()`` locks and hashes on every call.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float, sent: int) -> None:
+        """The metrics of one answered request (the hot path: cached label children)."""
+        key = (route, str(status))
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = self.requests.labels(route, str(status))
+        counter.inc()
+        timer = self._children.get((route,))
+        if timer is None:
+            timer = self._children[(route,)] = self.request_seconds.labels(route)
+        timer.observe(seconds)
+        if sent:
+            self.bytes_served.inc(sent)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, of all workers when there are several."""
+        if os.environ.get(MULTIPROC_DIR_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from mirror.cache.eviction import Evictor
 from mirror.cache.files import FileCache
+from mirror.cache.hotpages import HotPages
 from mirror.cache.jsonapi import JsonApiCache
 from mirror.cache.pages import PageCache
 from mirror.cache.root import RootCache
@@ -55,6 +56,7 @@ class Services:
     files: FileCache
     jsonapi: JsonApiCache
     root: RootCache
+    hot_pages: HotPages
     upstream: UpstreamClient | None = None
     trust: TufTrust | None = None
     evictor: Evictor | None = None
@@ -134,6 +136,8 @@ async def open_services(
             )
             files.on_commit = evictor.note_commit
             evictor.on_evict = file_cache.forget_present
+        hot_pages = HotPages(storage, max_bytes=config.serve.page_memory)
+        keeper.pages.watchers.append(hot_pages.forget)
         await keeper.intents.replay()
         yield Services(
             config=config,
@@ -144,6 +148,7 @@ async def open_services(
             files=file_cache,
             jsonapi=JsonApiCache(pages),
             root=RootCache(storage, upstream, ttl=_page_ttl(config, purpose)),
+            hot_pages=hot_pages,
             upstream=upstream,
             trust=trust,
             evictor=evictor,

@@ -58,15 +58,12 @@ class PageCache:
         # in pull-through mode; a sync beside it runs with mode = "mirror", where freshness
         # is the sync's business, not the TTL's.
         self._served: OrderedDict[str, ProjectRecord] = OrderedDict()
-        keeper.pages.on_change = self._record_changed
+        # Whoever changed the project here (a refresh, the sync in this process), its
+        # record is read again: a served page's serial header never lags its bytes.
+        keeper.pages.watchers.append(self._forget)
 
-    def _record_changed(self, project: str, record: ProjectRecord | None) -> None:
-        """Whoever updated the project (a refresh, the sync in this process), the memory
-        follows: a served page's serial header never lags its bytes."""
-        if record is None:
-            self._served.pop(project, None)
-        elif project in self._served:
-            self._remember(project, record)
+    def _forget(self, project: str) -> None:
+        self._served.pop(project, None)
 
     @property
     def offline(self) -> bool:

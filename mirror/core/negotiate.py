@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from functools import lru_cache
 
 MAX_ACCEPT_LENGTH = 8 * 1024
 
@@ -139,10 +140,12 @@ def _preference(fmt: IndexFormat, specificity: int) -> int:
     return _SERVER_PREFERENCE[fmt]
 
 
+@lru_cache(maxsize=512)
 def choose_format(accept: str | None, format_param: str | None) -> IndexFormat | None:
     """The format to answer with; None means 406. Raises MalformedAccept (400).
 
     An empty ``?format=`` is treated as absent; any other unsupported value gives None.
+    Memoised: every pip or uv sends one of a few headers.
     """
     if format_param is not None and format_param.strip():
         return format_from_param(format_param)
@@ -161,3 +164,21 @@ def choose_format(accept: str | None, format_param: str | None) -> IndexFormat |
         if best is None or key > best:
             best, chosen = key, fmt
     return chosen
+
+
+@lru_cache(maxsize=256)
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Does an ``Accept-Encoding`` header take gzip (by name or ``*``) with q above 0?"""
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() not in ("gzip", "x-gzip", "*"):
+            continue
+        params = params.strip()
+        if not params:
+            return True
+        name, _, value = params.partition("=")
+        try:
+            return name.strip() != "q" or float(value) > 0
+        except ValueError:
+            return False
+    return False

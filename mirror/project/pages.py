@@ -40,9 +40,13 @@ def gzip_bytes(data: bytes) -> bytes:
 class PageStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        #: Told of every record written (or, with None, of a project removed): the page
-        #: cache keeps the records of served pages in memory.
-        self.on_change: Callable[[str, ProjectRecord | None], None] = lambda _p, _r: None
+        #: Told the name of every project whose page, record or JSON API changed here:
+        #: what keeps them in memory (the page cache, the hot pages) forgets them.
+        self.watchers: list[Callable[[str], None]] = []
+
+    def _changed(self, project: str) -> None:
+        for watcher in self.watchers:
+            watcher(project)
 
     # -- the served page ------------------------------------------------------------------
 
@@ -73,6 +77,7 @@ class PageStore:
             await self.storage.link(html + layout.GZIP_SUFFIX, v1_html + layout.GZIP_SUFFIX)
         else:
             await self.storage.delete(v1_html + layout.GZIP_SUFFIX)
+        self._changed(project)
 
     async def _write(self, rel: str, body: bytes) -> bool:
         """Write ``body`` and its gzip sibling (when worth it); whether the sibling exists."""
@@ -98,7 +103,7 @@ class PageStore:
 
     async def write_record(self, project: str, record: ProjectRecord) -> None:
         await self.storage.write_bytes(layout.project_record(project), record.dump())
-        self.on_change(project, record)
+        self._changed(project)
 
     # -- the JSON API ---------------------------------------------------------------------
 
@@ -132,4 +137,4 @@ class PageStore:
         await self.storage.delete_tree(layout.json_api_dir(project))
         await self.storage.delete_tree(layout.json_api_meta_dir(project))
         await self.storage.delete(layout.project_record(project))
-        self.on_change(project, None)
+        self._changed(project)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,8 +13,9 @@ from mirror.config import Config
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.server import jsonapi, ops, packages, simple, tuf
-from mirror.server.keys import CONFIG, METRICS, SERVICES, STORAGE
+from mirror.server.keys import CONFIG, METRICS, REQUEST_IDS, SERVICES, STORAGE
 from mirror.server.middleware import request_context
+from mirror.server.requestids import RequestIds
 from mirror.services import open_services
 from mirror.storage import Storage, open_storage
 from mirror.sync.follow import ChangelogFollower
@@ -21,12 +23,16 @@ from mirror.sync.follow import ChangelogFollower
 log = get_logger("mirror.server")
 
 
-async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator[None]:
+    """The services; the primary process (the only one, or worker 0) also runs the
+    evictor and the changelog follower."""
     config = app[CONFIG]
     async with open_services(config, app[STORAGE], metrics=app[METRICS]) as svc:
         app[SERVICES].append(svc)
-        evictor_task = asyncio.create_task(svc.evictor.run()) if svc.evictor else None
-        if svc.upstream is not None and config.sync.interval > 0:
+        evictor_task = None
+        if primary and svc.evictor is not None:
+            evictor_task = asyncio.create_task(svc.evictor.run())
+        if primary and svc.upstream is not None and config.sync.interval > 0:
             svc.follower = ChangelogFollower(svc)
             svc.follower.start()
         try:
@@ -41,14 +47,18 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             app[SERVICES].clear()
 
 
-def create_app(config: Config, storage: Storage | None = None) -> web.Application:
-    """The mirror's aiohttp application; ``storage`` is opened from the config if not given."""
+def create_app(
+    config: Config, storage: Storage | None = None, *, primary: bool = True
+) -> web.Application:
+    """The mirror's aiohttp application; ``storage`` is opened from the config if not given.
+    ``primary``: this process runs the background work (one worker of several does)."""
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024)
     app[CONFIG] = config
     app[STORAGE] = storage if storage is not None else open_storage(config.storage)
     app[METRICS] = Metrics()
+    app[REQUEST_IDS] = RequestIds()
     app[SERVICES] = []
-    app.cleanup_ctx.append(_services_ctx)
+    app.cleanup_ctx.append(functools.partial(_services_ctx, primary=primary))
     app.router.add_get("/", ops.index)
     app.router.add_get("/health", ops.health)
     app.router.add_get("/metrics", ops.metrics)

@@ -7,10 +7,12 @@ from aiohttp import web
 from mirror.cache.pages import CacheResult
 from mirror.config import Config
 from mirror.metrics import Metrics
+from mirror.server.requestids import RequestIds
 from mirror.services import Services
 from mirror.storage import Storage
 
 CONFIG = web.AppKey("config", Config)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 STORAGE = web.AppKey("storage", Storage)
 METRICS = web.AppKey("metrics", Metrics)
 # Built in the app's cleanup context (they need the running loop), read by handlers.

@@ -7,9 +7,7 @@ binds the request id and turns unexpected exceptions into a plain 500.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,15 +16,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from mirror.log import get_logger
-from mirror.server.keys import CACHE_RESULT, METRICS, REQUEST_ID
+from mirror.server.keys import CACHE_RESULT, METRICS, REQUEST_ID, REQUEST_IDS
 
 log = get_logger("mirror.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# Unique per process and cheap: a random prefix and a counter (no urandom per request).
-_request_ids = (f"{secrets.token_hex(4)}-{n:x}" for n in itertools.count(1))
-
 
 def _route_name(request: web.BaseRequest) -> str:
     if not isinstance(request, web.Request):
@@ -48,7 +42,7 @@ def _bytes_sent(request: web.BaseRequest, response: web.StreamResponse) -> int:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or next(_request_ids)
+    request_id = request.headers.get("X-Request-Id", "")[:64] or request.app[REQUEST_IDS].next()
     request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
@@ -75,10 +69,7 @@ class AccessLogger(AbstractAccessLogger):
         sent = _bytes_sent(request, response)
         route = _route_name(request)
         assert isinstance(request, web.Request)
-        metrics = request.app[METRICS]
-        metrics.requests.labels(route, str(response.status)).inc()
-        metrics.request_seconds.labels(route).observe(time)
-        metrics.bytes_served.inc(sent)
+        request.app[METRICS].observe_request(route, response.status, time, sent)
         cache = request.get(CACHE_RESULT)
         log.info(
             "request",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mirror.server.keys import METRICS, services
 
@@ -40,5 +40,5 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    data = generate_latest(request.app[METRICS].registry)
+    data = request.app[METRICS].exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -6,11 +6,12 @@ import hashlib
 
 from aiohttp import web
 
+from mirror.cache.hotpages import PageBytes
 from mirror.cache.pages import CacheResult
 from mirror.core import layout
 from mirror.core.index import render_project_html, render_project_json
 from mirror.core.names import is_valid_project_name, normalize
-from mirror.core.negotiate import IndexFormat, MalformedAccept, choose_format
+from mirror.core.negotiate import IndexFormat, MalformedAccept, accepts_gzip, choose_format
 from mirror.errors import IntegrityError, UpstreamError, UpstreamNotFound
 from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
@@ -106,7 +107,26 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if svc.pages.offline:
         return await _offline_page(request, project, fmt, serial)
     rel = layout.simple_page(project, FILE_FOR_FORMAT[fmt])
-    return await stored_response(request, svc.storage, rel, page_headers(fmt, serial))
+    page = await svc.hot_pages.get(rel)
+    if page is None:
+        return await stored_response(request, svc.storage, rel, page_headers(fmt, serial))
+    return _page_response(request, page, page_headers(fmt, serial))
+
+
+def _page_response(
+    request: web.Request, page: PageBytes, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A page from memory: gzip when the client takes it, 304 when it has it already."""
+    packed = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    etag = page.packed_etag if packed else page.etag
+    headers["ETag"] = etag
+    if etag in request.headers.get("If-None-Match", ""):
+        del headers["Content-Type"]
+        return web.Response(status=304, headers=headers)
+    if packed:
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=page.packed, headers=headers)
+    return web.Response(body=page.plain, headers=headers)
 
 
 async def _offline_page(

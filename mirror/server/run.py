@@ -1,0 +1,108 @@
+"""``pypi-mirror serve``: checks made once at start-up, then one process or a supervisor
+with workers (``server.workers``), each running the app on uvloop where available."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiohttp import web
+
+from mirror.config import Config, TufMode
+from mirror.errors import StorageError
+from mirror.log import get_logger
+from mirror.server.app import create_app
+from mirror.server.middleware import runner_options
+from mirror.server.workers import Supervisor, check_address, worker_count
+
+log = get_logger("mirror.cli")
+
+EXIT_CONFIG = 2
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def _fail(message: str, config: Config) -> int:
+    print(f"pypi-mirror: {message} (configuration: {config.source})", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (it answers small requests faster), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def serve(config: Config, *, worker: int | None = None) -> int:
+    """Run the daemon; ``worker``: this process is worker K of a supervisor."""
+    if worker is None:
+        problem = _start_up_problem(config)
+        if problem is not None:
+            return _fail(problem, config)
+        workers = worker_count(config)
+        if workers > 1:
+            return _supervise(config, workers)
+    try:
+        app = create_app(config, primary=worker in (None, 0))
+    except StorageError as exc:
+        return _fail(str(exc), config)
+    if worker is None:
+        _log_starting(config, workers=1)
+    else:
+        log.info("worker_started", worker=worker)
+    web.run_app(
+        app,
+        host=config.serve.host,
+        port=config.serve.port,
+        print=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        reuse_port=worker is not None,
+        loop=new_event_loop(),
+        **runner_options(),
+    )
+    log.info("server_stopped" if worker is None else "worker_stopped", worker=worker)
+    return 0
+
+
+def _start_up_problem(config: Config) -> str | None:
+    """What keeps ``serve`` from starting, checked once (not in every worker)."""
+    if config.tuf.mode is TufMode.VERIFY and not config.serve.offline:
+        from mirror.trust.service import probe_metadata
+
+        problem = asyncio.run(probe_metadata(config))
+        if problem is not None:
+            return f"cannot start: {problem}"
+    return None
+
+
+def _supervise(config: Config, workers: int) -> int:
+    from mirror.storage import open_storage
+
+    try:
+        open_storage(config.storage)
+    except StorageError as exc:
+        return _fail(str(exc), config)
+    host, port = config.serve.host, config.serve.port
+    try:
+        port = check_address(host, port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {config.serve.listen}: {exc.strerror or exc}", config)
+    argv = ["serve"] if config.source_path is None else ["-c", str(config.source_path), "serve"]
+    _log_starting(config, workers=workers)
+    code = asyncio.run(Supervisor(config, argv, workers).run(port))
+    log.info("server_stopped", code=code)
+    return code
+
+
+def _log_starting(config: Config, *, workers: int) -> None:
+    log.info(
+        "server_starting",
+        listen=config.serve.listen,
+        workers=workers,
+        upstream=None if config.serve.offline else config.upstream.url,
+        storage=str(config.storage.path),
+        config=config.source,
+    )
