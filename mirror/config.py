@@ -126,6 +126,8 @@ class ServeConfig:
     offline: bool = field(default=False, metadata=_kind("bool"))
     # Project pages held in memory, ready to send (bytes; 0 = always read from disk).
     page_memory: int = field(default=64 * 1024**2, metadata=_kind("size"))
+    # Small distribution files (up to 1 MB each) held in memory (bytes; 0 = none).
+    file_memory: int = field(default=64 * 1024**2, metadata=_kind("size"))
     # Processes sharing the listening port (SO_REUSEPORT); 0 = one per core.
     workers: int = field(default=0, metadata=_kind("int", minimum=0, maximum=256))
 

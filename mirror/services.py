@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from mirror.cache.eviction import Evictor
 from mirror.cache.files import FileCache
-from mirror.cache.hotpages import HotPages
+from mirror.cache.hot import FILE_ENTRY_LIMIT, HotBytes, file_bytes, page_bytes
 from mirror.cache.jsonapi import JsonApiCache
 from mirror.cache.pages import PageCache
 from mirror.cache.root import RootCache
@@ -34,11 +34,11 @@ from mirror.project.files import FileStore
 from mirror.project.keeper import ProjectKeeper
 from mirror.project.source import UpstreamSource
 from mirror.storage import Storage
-from mirror.trust.service import TufTrust
 from mirror.upstream.client import UpstreamClient
 
 if TYPE_CHECKING:
     from mirror.sync.follow import ChangelogFollower
+    from mirror.trust.service import TufTrust
 
 
 class Purpose(Enum):
@@ -56,7 +56,8 @@ class Services:
     files: FileCache
     jsonapi: JsonApiCache
     root: RootCache
-    hot_pages: HotPages
+    hot_pages: HotBytes
+    hot_files: HotBytes
     upstream: UpstreamClient | None = None
     trust: TufTrust | None = None
     evictor: Evictor | None = None
@@ -106,11 +107,19 @@ async def open_services(
     files: FileStore | None = None
     try:
         if session is not None and config.tuf.mode is TufMode.VERIFY:
+            # python-tuf is imported only when trust is on (it is the largest import).
+            from mirror.trust.service import TufTrust
+
             trust = await TufTrust.open(config, storage, session, metrics)
             await trust.maybe_refresh()  # failures are recorded and reported in status
         source = None if upstream is None else UpstreamSource(upstream, trust)
         files = FileStore(
-            storage, source, metrics, trust=trust, max_file_size=config.upstream.max_file_size
+            storage,
+            source,
+            metrics,
+            trust=trust,
+            max_file_size=config.upstream.max_file_size,
+            claims=purpose is Purpose.SERVE,
         )
         keeper = ProjectKeeper(
             storage,
@@ -135,9 +144,17 @@ async def open_services(
                 interval=config.cache.evict_interval,
             )
             files.on_commit = evictor.note_commit
-            evictor.on_evict = file_cache.forget_present
-        hot_pages = HotPages(storage, max_bytes=config.serve.page_memory)
-        keeper.pages.watchers.append(hot_pages.forget)
+
+            def evicted(rel: str) -> None:
+                file_cache.forget_present(rel)
+                hot_files.forget(rel)
+
+            evictor.on_evict = evicted
+        hot_pages = HotBytes(storage, page_bytes, max_bytes=config.serve.page_memory)
+        keeper.pages.watchers.append(hot_pages.forget_project)
+        hot_files = HotBytes(
+            storage, file_bytes, max_bytes=config.serve.file_memory, max_entry=FILE_ENTRY_LIMIT
+        )
         await keeper.intents.replay()
         yield Services(
             config=config,
@@ -149,6 +166,7 @@ async def open_services(
             jsonapi=JsonApiCache(pages),
             root=RootCache(storage, upstream, ttl=_page_ttl(config, purpose)),
             hot_pages=hot_pages,
+            hot_files=hot_files,
             upstream=upstream,
             trust=trust,
             evictor=evictor,

@@ -2,7 +2,9 @@
 mirror's page advertises for it (pure). One rule for every writer of a project.
 
 - ``UPSTREAM``: the upstream offers it with a digest the mirror can check, and trust does
-  not require signed bytes: fetch ``<url>.metadata`` and verify it against that digest.
+  not require signed bytes: verify it against that digest — extracted from the verified
+  wheel when the mirror holds it (PEP 658: it is the wheel's METADATA, unmodified), else
+  (or if those bytes do not match) fetched from ``<url>.metadata``.
 - ``WHEEL``: extract ``*.dist-info/METADATA`` from the verified wheel. Also when the
   upstream offers none, offers one without a usable digest, or only distribution files are
   signed (TUF ``files`` scheme: an unsigned page cannot vouch for the metadata).

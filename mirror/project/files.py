@@ -8,8 +8,9 @@ their connections, so no client ever receives a complete unverified file.
 
 What the bytes must be (``expected``): the page's hashes and size, the digest in the file's
 ``/packages/`` path, and in the TUF ``files`` scheme the signed target, which must agree
-with the page. ``.metadata`` follows ``core.metadata``: fetched and verified against the
-page's digest, or extracted from the verified wheel.
+with the page. ``.metadata`` follows ``core.metadata``: verified against the page's
+digest — extracted from the verified wheel when it is held (PEP 658: the same bytes),
+else fetched — or extracted from the verified wheel.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.core.metadata import MetadataSource
+from mirror.core.model import DistFile
 from mirror.core.names import is_wheel
 from mirror.core.rewrite import MirroredFile
 from mirror.core.verify import StreamVerifier
@@ -39,7 +41,8 @@ from mirror.errors import (
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.project.source import UpstreamSource
-from mirror.storage import AtomicWriter, ByteReader, Storage
+from mirror.storage import ByteReader, Storage
+from mirror.storage.base import Claim, Follow
 from mirror.trust.base import Trust, TrustedTarget
 
 log = get_logger("mirror.files")
@@ -47,17 +50,23 @@ log = get_logger("mirror.files")
 HOLDBACK = 64 * 1024
 METADATA_LIMIT = 16 * 1024**2
 COPY_CHUNK = 1024 * 1024
+# Cross-process single flight: how often a followed download is looked at, and how often
+# (and how far apart) a claim that is taken but not yet started is looked for again.
+FOLLOW_POLL = 0.02
+CLAIM_ATTEMPTS = 50
+CLAIM_RETRY = 0.02
 
 #: Called after a ``.metadata`` was extracted from a wheel: (project, filename, sha256).
 MetadataHook = Callable[[str, str, str], Awaitable[None]]
 
 
 class Download:
-    """One file on its way from upstream to storage, followed by any number of readers."""
+    """One file on its way from upstream to storage, followed by any number of readers:
+    written here, or by another process that holds the claim on it (then followed)."""
 
-    def __init__(self, item: MirroredFile, writer: AtomicWriter) -> None:
+    def __init__(self, item: MirroredFile) -> None:
         self.item = item
-        self.writer = writer
+        self._open: Callable[[], Awaitable[ByteReader | None]] | None = None
         self.available = 0
         self.expected_size: int | None = item.file.size
         self.done = False
@@ -84,7 +93,7 @@ class Download:
 
     async def open_reader(self) -> ByteReader | None:
         """The bytes written so far (and the rest as they come); None if nothing is left."""
-        return await self.writer.open_reader()
+        return None if self._open is None else await self._open()
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -123,12 +132,16 @@ class FileStore:
         *,
         trust: Trust | None = None,
         max_file_size: int,
+        claims: bool = True,
     ) -> None:
         self.storage = storage
         self.source = source
         self.metrics = metrics
         self.trust = trust
         self.max_file_size = max_file_size
+        #: Download under the storage's claims, so that processes share downloads (serve);
+        #: a sync, whose downloads are its own, does without their cost.
+        self.claims = claims
         #: Told the size of every file committed (eviction's running total).
         self.on_commit: Callable[[int], None] = lambda _size: None
         #: Told about every ``.metadata`` extracted after a download (a page re-render).
@@ -158,15 +171,78 @@ class FileStore:
         current = self._downloads.get(rel)
         if current is not None:
             return current
-        download = Download(item, self.storage.writer(rel))
+        download = Download(item)
         self._downloads[rel] = download
-        download.task = asyncio.create_task(self._run(project, download, extract))
+        download.task = asyncio.create_task(self._obtain(project, download, extract))
         download.task.add_done_callback(lambda _t: self._downloads.pop(rel, None))
         return download
 
-    async def _run(self, project: str, download: Download, extract: bool) -> None:
+    async def _obtain(self, project: str, download: Download, extract: bool) -> None:
+        """Download the file under its claim, or follow the process that holds the claim."""
+        rel = download.item.path.web
+        if not self.claims:
+            await self._run(project, download, extract, None)
+            return
+        for _ in range(CLAIM_ATTEMPTS):
+            claim = await self.storage.claim(rel)
+            if claim is not None:
+                if await self.storage.exists(rel):  # another process just finished it
+                    await claim.release()
+                    await self._held(download)
+                else:
+                    await self._run(project, download, extract, claim)
+                return
+            follow = await self.storage.follow(rel)
+            if follow is not None:
+                await self._follow(download, follow)
+                return
+            await asyncio.sleep(CLAIM_RETRY)  # claimed, not started yet: look again
+        # Never got hold of it: download it anyway (the same verified bytes, twice).
+        await self._run(project, download, extract, None)
+
+    async def _held(self, download: Download) -> None:
+        rel = download.item.path.web
+        info = await self.storage.stat(rel)
+        size = info.size if info is not None else 0
+        download._open = lambda: self.storage.open_read(rel)
+        download.available = download.expected_size = size
+        download.done = True
+        download.started.set()
+        await download._notify()
+
+    async def _follow(self, download: Download, follow: Follow) -> None:
+        """Another process downloads the file: its bytes are passed on as they grow, and it
+        is complete when that process let go of its claim with the file committed."""
+        item = download.item
+        download._open = follow.open_reader
+        download.started.set()
+        try:
+            while await follow.active():
+                written = await follow.written()
+                if written > download.available:
+                    download.available = written
+                    await download._notify()
+                await asyncio.sleep(FOLLOW_POLL)
+            info = await self.storage.stat(item.path.web)
+            if info is None or (download.expected_size not in (None, info.size)):
+                download.error = UpstreamError(
+                    f"the download of {item.path.rel} by another process failed; ask again"
+                )
+            else:
+                download.available = download.expected_size = info.size
+        finally:
+            await follow.close()
+            download.done = True
+            await download._notify()
+
+    async def _run(
+        self, project: str, download: Download, extract: bool, claim: Claim | None
+    ) -> None:
+        """Download, verify and commit the file (under ``claim``, which it releases)."""
         assert self.source is not None
-        item, writer = download.item, download.writer
+        item = download.item
+        writer = self.storage.writer(item.path.web, claim=claim)
+        download._open = writer.open_reader
         try:
             await writer.write(b"")
             await writer.flush()
@@ -224,11 +300,15 @@ class FileStore:
             download.error = exc
             log.exception("download_crashed", project=project, file=item.path.rel)
         finally:
-            if download.error is not None:
-                await writer.abort()
-            download.done = True
-            download.started.set()
-            await download._notify()
+            try:
+                if download.error is not None:
+                    await writer.abort()
+            finally:
+                if claim is not None:
+                    await claim.release()  # before anyone hears it is done
+                download.done = True
+                download.started.set()
+                await download._notify()
 
     async def _extract_after_download(self, project: str, item: MirroredFile) -> None:
         try:
@@ -280,6 +360,14 @@ class FileStore:
         if item.metadata is MetadataSource.NONE:
             return None
         if item.metadata is MetadataSource.UPSTREAM:
+            if is_wheel(item.file.filename) and await self.storage.exists(item.path.web):
+                # PEP 658: upstream's .metadata is the wheel's METADATA, unmodified. The
+                # verified wheel in hand gives the same bytes without asking upstream,
+                # checked against the digest the page advertises; should they differ,
+                # upstream's own file is fetched and checked against it instead.
+                sha256 = await self.extract_metadata(project, item, expected=item.file)
+                if sha256 is not None:
+                    return sha256
             try:
                 return await self._fetch_metadata(project, item)
             except UpstreamNotFound:
@@ -313,16 +401,34 @@ class FileStore:
         finally:
             await writer.abort()
 
-    async def extract_metadata(self, project: str, item: MirroredFile) -> str | None:
+    async def extract_metadata(
+        self, project: str, item: MirroredFile, *, expected: DistFile | None = None
+    ) -> str | None:
         """Write ``<wheel>.metadata`` from the held, verified wheel; its sha256, or None
-        when the wheel has no readable METADATA."""
+        when the wheel has no readable METADATA — or, with ``expected`` (the page's file),
+        when it does not match the ``core-metadata`` digests the page gives (nothing is
+        written then)."""
         async with self._wheel_file(item.path.web) as path:
             data = await asyncio.get_running_loop().run_in_executor(
                 None, _read_wheel_metadata, path, item.path.rel
             )
         if data is None:
             return None
-        sha256 = hashlib.sha256(data).hexdigest()
+        if expected is not None:
+            core = expected.core_metadata
+            verifier = StreamVerifier(
+                f"{item.path.rel}.metadata", dict(core) if not isinstance(core, bool) else {}
+            )
+            verifier.update(data)
+            try:
+                sha256 = verifier.finish()["sha256"]
+            except IntegrityError as exc:
+                log.warning(
+                    "wheel_metadata_differs", project=project, file=item.path.rel, error=str(exc)
+                )
+                return None
+        else:
+            sha256 = hashlib.sha256(data).hexdigest()
         await self.storage.write_bytes(item.path.web_metadata, data)
         log.info("wheel_metadata_extracted", project=project, file=item.path.rel)
         return sha256

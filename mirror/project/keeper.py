@@ -35,6 +35,7 @@ from mirror.core.filters import Filters
 from mirror.core.layout import PackagePath
 from mirror.core.metadata import MetadataSource
 from mirror.core.model import ProjectPage
+from mirror.core.names import is_wheel
 from mirror.core.record import PageMeta, ProjectRecord
 from mirror.core.rewrite import (
     MirroredFile,
@@ -52,10 +53,19 @@ from mirror.project.files import Download, FileStore
 from mirror.project.intents import PruneIntents
 from mirror.project.jsonapi import JsonApiStore
 from mirror.project.pages import PageStore
-from mirror.project.source import PageAnswer, UpstreamSource
+from mirror.project.source import JsonAnswer, PageAnswer, UpstreamSource
 from mirror.storage import Storage
 
 log = get_logger("mirror.project")
+
+#: Files looked up at once when a FULL update checks which it holds.
+MISSING_BATCH = 32
+
+
+def _discard(task: asyncio.Task[JsonAnswer]) -> None:
+    """Cancel a task whose answer is no longer wanted, and drop whatever it raised."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 class KeepMode(Enum):
@@ -113,6 +123,8 @@ class ProjectKeeper:
         self.json_api = JsonApiStore(storage, self.pages, source, self.filters_fingerprint)
         self._locks = KeyedLocks()
         self._background: set[asyncio.Task[None]] = set()
+        self._download_slots: asyncio.Semaphore | None = None
+        self._download_width = file_workers
         files.on_metadata = self._metadata_extracted
 
     @property
@@ -125,6 +137,13 @@ class ProjectKeeper:
 
     def excluded(self, project: str) -> bool:
         return not self.filters.project_allowed(project)
+
+    def share_downloads(self, slots: int) -> None:
+        """FULL updates running at once (the sync's workers) share ``slots`` downloads:
+        a project may use the slots others leave idle while they fetch or write pages, so
+        several projects' files are in flight behind one project's page."""
+        self._download_slots = asyncio.Semaphore(slots)
+        self._download_width = max(slots, self.file_workers)
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -151,12 +170,22 @@ class ProjectKeeper:
 
     async def _update(self, project: str, promise: Promise, mode: KeepMode) -> KeepResult:
         assert self.source is not None, "an offline mirror does not update"
-        record = await self.pages.record(project)
-        held = record if record is not None and await self.pages.has_page(project) else None
-        conditional = (
-            mode is KeepMode.INDEX and held is not None and held.filters == self.filters_fingerprint
-        )
-        answer = await self.source.page(project, held.meta.etag if conditional and held else None)
+        old_page: ProjectPage | None
+        if mode is KeepMode.FULL:
+            # Never conditional: the page is asked for while what is held is read.
+            answer, record, old_page = await asyncio.gather(
+                self.source.page(project),
+                self.pages.record(project),
+                self.pages.served_page(project),
+            )
+            held = record if record is not None and old_page is not None else None
+        else:
+            record = await self.pages.record(project)
+            held = record if record is not None and await self.pages.has_page(project) else None
+            conditional = held is not None and held.filters == self.filters_fingerprint
+            etag = held.meta.etag if conditional and held else None
+            answer = await self.source.page(project, etag)
+            old_page = None
         judgement = judge(
             answer.answer,
             page_serial=answer.serial,
@@ -180,16 +209,23 @@ class ProjectKeeper:
             held = held.refreshed(now)
             await self.pages.write_record(project, held)
             return KeepResult(verdict, record=held)
-        return await self._apply(project, answer, promise, mode, now)
+        if mode is KeepMode.INDEX:
+            old_page = await self.pages.served_page(project)
+        return await self._apply(project, answer, promise, mode, now, old_page)
 
     async def _apply(
-        self, project: str, answer: PageAnswer, promise: Promise, mode: KeepMode, now: float
+        self,
+        project: str,
+        answer: PageAnswer,
+        promise: Promise,
+        mode: KeepMode,
+        now: float,
+        old_page: ProjectPage | None,
     ) -> KeepResult:
         assert answer.page is not None and self.source is not None
         page = self.filters.apply(answer.page)
         if page.last_serial is None and answer.serial is not None:
             page = dataclasses.replace(page, last_serial=answer.serial)
-        old_page = await self.pages.served_page(project)
         carried = extracted_metadata(old_page) if old_page is not None else {}
         view = self._view(page, carried)
         for item in view.rejected:
@@ -200,47 +236,67 @@ class ProjectKeeper:
                 url=item.url,
                 reason=item.reason,
             )
-        json = None
+        json: JsonAnswer | None = None
+        json_task = None
         if mode is KeepMode.FULL:
-            json = await self.source.json_api(project)
-            if json.answer is Answer.PAGE:
-                checked = judge(
-                    Answer.PAGE, page_serial=json.serial, held_serial=None, promise=promise
-                )
-                if checked.verdict is PageVerdict.STALE:
-                    reason = f"JSON API: {checked.reason}"
-                    log.info("upstream_page_stale", project=project, reason=reason)
-                    return KeepResult(PageVerdict.STALE, reason)
-        old = listed_paths(old_page) if old_page is not None else set()
-        new = {item.path for item in view.files}
-        missing = []
-        if mode is KeepMode.FULL:
-            missing = [i for i in view.files if not await self.storage.exists(i.path.web)]
-        recorded = await self.intents.record(project, (old - new) | {i.path for i in missing})
+            # The JSON API answer comes in while the files download.
+            json_task = asyncio.create_task(self.source.json_api(project))
+        try:
+            old = listed_paths(old_page) if old_page is not None else set()
+            new = {item.path for item in view.files}
+            missing = []
+            if mode is KeepMode.FULL:
+                missing = await self._missing(view.files)
+            paths = (old - new) | {i.path for i in missing}
+            recorded = await self.intents.record(project, paths)
+        except BaseException:
+            if json_task is not None:
+                _discard(json_task)
+            raise
         fetched = _Fetched()
-        if mode is KeepMode.FULL:
+        if json_task is not None:
             try:
                 fetched = await self._fetch_all(project, view.files, missing, carried)
+                json = await json_task
             except BaseException:
+                _discard(json_task)
                 if recorded:
                     await self.intents.settle(project)  # what was fetched, no page lists
                 raise
+            checked = (
+                judge(Answer.PAGE, page_serial=json.serial, held_serial=None, promise=promise)
+                if json.answer is Answer.PAGE
+                else None
+            )
+            if checked is not None and checked.verdict is PageVerdict.STALE:
+                reason = f"JSON API: {checked.reason}"
+                log.info("upstream_page_stale", project=project, reason=reason)
+                if recorded:
+                    await self.intents.settle(project)
+                return KeepResult(PageVerdict.STALE, reason)
             if fetched.extracted:
                 view = self._view(page, {**carried, **fetched.extracted})
-        await self.pages.write_page(view.page)
         record = ProjectRecord.for_files(
             PageMeta(now, answer.etag, answer.serial),
             [(item.path, item.file.url) for item in view.files],
             filters=self.filters_fingerprint,
         )
-        await self.pages.write_record(project, record)
         if json is None:
+            await self.pages.write_page(view.page)
+            await self.pages.write_record(project, record)
             await self.json_api.cut(project, view.page)
+            await self.storage.delete(layout.state_negative(project))
         else:
-            await self.json_api.store(
-                project, None, json.answer, json.body, json.etag, view.page, record
+            # The page, its record and the JSON API answer cut to it list the same files,
+            # all held by now: they are written at once.
+            await asyncio.gather(
+                self.pages.write_page(view.page),
+                self.pages.write_record(project, record),
+                self.json_api.store(
+                    project, None, json.answer, json.body, json.etag, view.page, record
+                ),
+                self.storage.delete(layout.state_negative(project)),
             )
-        await self.storage.delete(layout.state_negative(project))
         removed = await self.intents.settle(project) if recorded else 0
         log.info(
             "project_updated",
@@ -268,6 +324,15 @@ class ProjectKeeper:
             extracted=extracted,
         )
 
+    async def _missing(self, items: list[MirroredFile]) -> list[MirroredFile]:
+        """The files not held yet, looked up ``MISSING_BATCH`` at a time."""
+        missing: list[MirroredFile] = []
+        for start in range(0, len(items), MISSING_BATCH):
+            batch = items[start : start + MISSING_BATCH]
+            held = await asyncio.gather(*(self.storage.exists(i.path.web) for i in batch))
+            missing += [item for item, present in zip(batch, held, strict=True) if not present]
+        return missing
+
     async def _fetch_all(
         self,
         project: str,
@@ -275,26 +340,46 @@ class ProjectKeeper:
         missing: list[MirroredFile],
         carried: dict[str, str],
     ) -> _Fetched:
-        """Every missing file and every ``.metadata`` not held, ``file_workers`` at a time."""
+        """Every missing file and every ``.metadata`` not held, ``file_workers`` at a time,
+        or as many as the shared download slots allow (``share_downloads``)."""
         fetched = _Fetched()
         to_download = {item.path for item in missing}
+        slots = self._download_slots
 
         async def one(item: MirroredFile) -> None:
-            if item.path in to_download:
-                await self.files.download(project, item, extract=False).wait()
-                info = await self.storage.stat(item.path.web)
+            if slots is None:
+                await fetch(item)
+                return
+            async with slots:
+                await fetch(item)
+
+        async def fetch(item: MirroredFile) -> None:
+            downloaded = item.path in to_download
+            if downloaded:
+                download = self.files.download(project, item, extract=False)
+                await download.wait()
                 fetched.added.append(item.path)
-                fetched.nbytes += info.size if info else 0
+                fetched.nbytes += download.available
             if item.metadata is MetadataSource.NONE:
                 return
+            # A wheel just verified: its METADATA is upstream's .metadata (PEP 658), checked
+            # against the page's digest; upstream's is fetched only if they differ.
+            wheel = item.metadata is MetadataSource.UPSTREAM and is_wheel(item.file.filename)
+            if (
+                downloaded
+                and wheel
+                and await self.files.extract_metadata(project, item, expected=item.file)
+            ):
+                return
             known = item.metadata is MetadataSource.UPSTREAM or item.file.filename in carried
-            if known and await self.storage.exists(item.path.web_metadata):
+            if known and not downloaded and await self.storage.exists(item.path.web_metadata):
                 return
             sha256 = await self.files.ensure_metadata(project, item)
             if sha256 is not None and item.metadata is MetadataSource.WHEEL:
                 fetched.extracted[item.file.filename] = sha256
 
-        await bounded(items, self.file_workers, one)
+        width = self.file_workers if slots is None else min(len(items), self._download_width)
+        await bounded(items, max(width, 1), one)
         return fetched
 
     async def _metadata_extracted(self, project: str, filename: str, sha256: str) -> None:

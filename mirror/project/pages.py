@@ -37,6 +37,18 @@ def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
+Rendering = tuple[bytes, bytes | None]
+
+
+def _render(page: ProjectPage) -> tuple[Rendering, Rendering]:
+    """The JSON and HTML renderings with their gzip forms (CPU: run off the event loop)."""
+
+    def form(body: bytes) -> Rendering:
+        return body, gzip_bytes(body) if len(body) >= GZIP_MIN_SIZE else None
+
+    return form(render_project_json(page)), form(render_project_html(page))
+
+
 class PageStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -65,30 +77,38 @@ class PageStore:
             return None
 
     async def write_page(self, page: ProjectPage) -> None:
+        """Both renderings and their gzip forms (written side by side), then the links."""
         project = page.name
-        await self._write(
-            layout.simple_page(project, layout.PAGE_V1_JSON), render_project_json(page)
-        )
+        forms = await asyncio.get_running_loop().run_in_executor(None, _render, page)
         html = layout.simple_page(project, layout.PAGE_HTML)
-        has_gzip = await self._write(html, render_project_html(page))
         v1_html = layout.simple_page(project, layout.PAGE_V1_HTML)
-        await self.storage.link(html, v1_html)
-        if has_gzip:
-            await self.storage.link(html + layout.GZIP_SUFFIX, v1_html + layout.GZIP_SUFFIX)
+        json = layout.simple_page(project, layout.PAGE_V1_JSON)
+        await asyncio.gather(
+            *(
+                self._write(rel, body, packed)
+                for rel, (body, packed) in ((json, forms[0]), (html, forms[1]))
+            )
+        )
+        if forms[1][1] is None:
+            links = [
+                self.storage.link(html, v1_html),
+                self.storage.delete(v1_html + layout.GZIP_SUFFIX),
+            ]
         else:
-            await self.storage.delete(v1_html + layout.GZIP_SUFFIX)
+            gz = layout.GZIP_SUFFIX
+            links = [self.storage.link(html, v1_html), self.storage.link(html + gz, v1_html + gz)]
+        await asyncio.gather(*links)
         self._changed(project)
 
-    async def _write(self, rel: str, body: bytes) -> bool:
-        """Write ``body`` and its gzip sibling (when worth it); whether the sibling exists."""
-        if len(body) < GZIP_MIN_SIZE:
-            await self.storage.delete(rel + layout.GZIP_SUFFIX)
-            await self.storage.write_bytes(rel, body)
-            return False
-        compressed = await asyncio.get_running_loop().run_in_executor(None, gzip_bytes, body)
-        await self.storage.write_bytes(rel + layout.GZIP_SUFFIX, compressed)
-        await self.storage.write_bytes(rel, body)
-        return True
+    async def _write(self, rel: str, body: bytes, packed: bytes | None) -> None:
+        """``body`` and its gzip sibling (None: too small to be worth it, none is kept)."""
+        sibling = rel + layout.GZIP_SUFFIX
+        if packed is None:
+            await asyncio.gather(self.storage.delete(sibling), self.storage.write_bytes(rel, body))
+        else:
+            await asyncio.gather(
+                self.storage.write_bytes(sibling, packed), self.storage.write_bytes(rel, body)
+            )
 
     # -- the record -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from mirror.config import Config
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.server import jsonapi, ops, packages, simple, tuf
-from mirror.server.keys import CONFIG, METRICS, REQUEST_IDS, SERVICES, STORAGE
+from mirror.server.keys import CONFIG, METRICS, REQUEST_IDS, SERVICES, STORAGE, WORKER
 from mirror.server.middleware import request_context
 from mirror.server.requestids import RequestIds
 from mirror.services import open_services
@@ -48,15 +48,18 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
 
 
 def create_app(
-    config: Config, storage: Storage | None = None, *, primary: bool = True
+    config: Config, storage: Storage | None = None, *, worker: int | None = None
 ) -> web.Application:
     """The mirror's aiohttp application; ``storage`` is opened from the config if not given.
-    ``primary``: this process runs the background work (one worker of several does)."""
+    ``worker``: this process is worker K of several; the only process, or worker 0, runs
+    the background work."""
+    primary = worker in (None, 0)
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024)
     app[CONFIG] = config
     app[STORAGE] = storage if storage is not None else open_storage(config.storage)
     app[METRICS] = Metrics()
     app[REQUEST_IDS] = RequestIds()
+    app[WORKER] = worker
     app[SERVICES] = []
     app.cleanup_ctx.append(functools.partial(_services_ctx, primary=primary))
     app.router.add_get("/", ops.index)

@@ -13,6 +13,8 @@ from mirror.storage import Storage
 
 CONFIG = web.AppKey("config", Config)
 REQUEST_IDS = web.AppKey("request_ids", RequestIds)
+# Which of several `serve` workers this process is (None: the only process).
+WORKER: web.AppKey[int | None] = web.AppKey("worker")
 STORAGE = web.AppKey("storage", Storage)
 METRICS = web.AppKey("metrics", Metrics)
 # Built in the app's cleanup context (they need the running loop), read by handlers.

@@ -22,6 +22,7 @@ log = get_logger("mirror.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
 def _route_name(request: web.BaseRequest) -> str:
     if not isinstance(request, web.Request):
         return "unmatched"
@@ -65,11 +66,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 class AccessLogger(AbstractAccessLogger):
     """One ``request`` event per request, and the request metrics."""
 
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        # The line costs more than the request it describes: skip it when info is off.
+        self._lines = logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         sent = _bytes_sent(request, response)
         route = _route_name(request)
         assert isinstance(request, web.Request)
         request.app[METRICS].observe_request(route, response.status, time, sent)
+        if not self._lines:
+            return
         cache = request.get(CACHE_RESULT)
         log.info(
             "request",

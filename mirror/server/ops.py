@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from mirror.server.keys import METRICS, services
+from mirror.server.keys import METRICS, WORKER, services
 
 INDEX_HTML = """<!DOCTYPE html>
 <html><head><title>pypi-mirror</title></head><body>
@@ -29,6 +29,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         "mode": "offline" if svc.pages.offline else "pull-through",
         "upstream": svc.config.upstream.url,
         "cache_bytes": svc.evictor.total if svc.evictor else None,
+        "worker": request.app[WORKER],
     }
     if svc.trust is not None:
         body["tuf"] = svc.trust.status()

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from mirror.cache.files import FileCache, Located
+from mirror.cache.hot import HeldBytes
 from mirror.cache.pages import CacheResult
 from mirror.core.layout import METADATA_SUFFIX, PackagePath, parse_package_path
 from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
@@ -23,6 +24,7 @@ from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
 from mirror.server.stored import stored_response
 from mirror.services import Services
+from mirror.storage import ByteReader
 
 log = get_logger("mirror.packages")
 _background: set[asyncio.Task[None]] = set()
@@ -30,6 +32,8 @@ _background: set[asyncio.Task[None]] = set()
 FILE_CACHE_CONTROL = "max-age=365000000, immutable, public"
 READ_CHUNK = 256 * 1024
 CONDITIONAL_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match")
+# What a held (in-memory) answer does not handle: FileResponse does.
+MEMORY_UNFIT_HEADERS = ("Range", "If-Range", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 
 
 def file_headers(filename: str) -> dict[str, str]:
@@ -77,13 +81,111 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     if is_metadata:
         return await _metadata_miss(request, svc, located, rel)
     download = svc.files.download(located)
-    if request.method == "HEAD" or any(h in request.headers for h in CONDITIONAL_HEADERS):
-        try:
-            await download.wait()
-        except MirrorError as exc:
-            raise upstream_failure(exc, path.filename) from exc
-        return await _serve_stored(request, svc, rel)
+    if request.method == "HEAD":
+        return await _head_of_download(request, svc, download)
+    byte_range = _single_range(request)
+    if byte_range is not None:
+        return await _range_of_download(request, svc, download, byte_range)
+    if any(h in request.headers for h in CONDITIONAL_HEADERS):
+        return await _serve_when_done(request, svc, download)
     return await _stream_download(request, download)
+
+
+async def _serve_when_done(
+    request: web.Request, svc: Services, download: Download
+) -> web.StreamResponse:
+    """Wait for the verified file, then answer as for a hit (conditions, ranges)."""
+    try:
+        await download.wait()
+    except MirrorError as exc:
+        raise upstream_failure(exc, download.item.file.filename) from exc
+    return await _serve_stored(request, svc, download.item.path.web)
+
+
+async def _head_of_download(
+    request: web.Request, svc: Services, download: Download
+) -> web.StreamResponse:
+    """A HEAD of a file on its way: its size is known from the index (or the upstream's
+    answer), so the client need not wait for the bytes; the download goes on."""
+    if download.expected_size is None:
+        await download.started.wait()
+    size = download.expected_size
+    if size is None or (download.done and download.error is not None):
+        return await _serve_when_done(request, svc, download)
+    response = web.StreamResponse(headers=file_headers(download.item.file.filename))
+    response.content_length = size
+    return response
+
+
+def _single_range(request: web.Request) -> tuple[int | None, int | None] | None:
+    """``Range: bytes=a-b`` (one range, no ``If-Range``) as (a, b); None otherwise."""
+    header = request.headers.get("Range", "")
+    if not header or "If-Range" in request.headers:
+        return None
+    unit, _, spec = header.partition("=")
+    first, sep, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not sep or "," in spec or not (first or last):
+        return None
+    if not all(part.isdigit() for part in (first, last) if part):
+        return None
+    return (int(first) if first else None, int(last) if last else None)
+
+
+async def _range_of_download(
+    request: web.Request,
+    svc: Services,
+    download: Download,
+    byte_range: tuple[int | None, int | None],
+) -> web.StreamResponse:
+    """A range of a file on its way, answered from the bytes already written when it lies
+    before the held-back tail; a range that reaches into the tail waits for the verified
+    file (then it is a plain hit)."""
+    if download.expected_size is None:
+        await download.started.wait()
+    size = download.expected_size
+    if size is None:
+        return await _serve_when_done(request, svc, download)
+    first, last = byte_range
+    if first is None:  # the last N bytes
+        assert last is not None
+        start, end = max(0, size - last), size - 1
+    else:
+        start, end = first, min(size - 1, last if last is not None else size - 1)
+    if start > end or start >= size or end >= size - HOLDBACK:
+        return await _serve_when_done(request, svc, download)
+    while download.available <= end and not download.done:
+        await download.progressed(download.available)
+    if download.error is not None or download.available <= end:
+        return await _serve_when_done(request, svc, download)
+    reader = await download.open_reader()
+    if reader is None:
+        return await _serve_when_done(request, svc, download)
+    headers = file_headers(download.item.file.filename)
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    response = web.StreamResponse(status=206, headers=headers)
+    response.content_length = end - start + 1
+    try:
+        await _skip(reader, start)
+        await response.prepare(request)
+        remaining = end - start + 1
+        while remaining > 0:
+            chunk = await reader.read(min(READ_CHUNK, remaining))
+            if not chunk:
+                break
+            await response.write(chunk)
+            remaining -= len(chunk)
+        await response.write_eof()
+    finally:
+        await reader.close()
+    return response
+
+
+async def _skip(reader: ByteReader, count: int) -> None:
+    while count > 0:
+        chunk = await reader.read(min(READ_CHUNK, count))
+        if not chunk:
+            return
+        count -= len(chunk)
 
 
 async def _metadata_miss(
@@ -117,6 +219,10 @@ async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.St
     if svc.evictor is not None:  # access times matter only for eviction
         _touch_later(svc, rel)
     headers = file_headers(rel)
+    if not any(h in request.headers for h in MEMORY_UNFIT_HEADERS):
+        held = await svc.hot_files.get(rel)
+        if held is not None:
+            return _held_response(request, held, headers)
     return await stored_response(
         request,
         svc.storage,
@@ -124,6 +230,19 @@ async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.St
         headers,
         make=lambda path, h: _ReaderFileResponse(path, svc.files, rel, h),
     )
+
+
+def _held_response(
+    request: web.Request, held: HeldBytes, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A small file from memory, with the validators a FileResponse would give it."""
+    headers["ETag"] = held.etag
+    if held.last_modified is not None:
+        headers["Last-Modified"] = held.last_modified
+    if held.etag in request.headers.get("If-None-Match", ""):
+        del headers["Content-Type"]
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=held.plain, headers=headers)  # aiohttp sends no body to a HEAD
 
 
 def _touch_later(svc: Services, rel: str) -> None:
@@ -137,6 +256,8 @@ async def _stream_download(request: web.Request, download: Download) -> web.Stre
     await download.started.wait()
     reader = await download.open_reader()
     if reader is None:
+        while not download.done:  # it failed already: answer once it has settled
+            await download.progressed(download.available)
         error = download.error or UpstreamError("the download vanished")
         if not isinstance(error, MirrorError):
             raise error
@@ -180,4 +301,3 @@ def _abort(request: web.Request, download: Download) -> None:
     )
     if request.transport is not None:
         request.transport.abort()
-

@@ -6,7 +6,7 @@ import hashlib
 
 from aiohttp import web
 
-from mirror.cache.hotpages import PageBytes
+from mirror.cache.hot import HeldBytes
 from mirror.cache.pages import CacheResult
 from mirror.core import layout
 from mirror.core.index import render_project_html, render_project_json
@@ -114,16 +114,16 @@ async def project_page(request: web.Request) -> web.StreamResponse:
 
 
 def _page_response(
-    request: web.Request, page: PageBytes, headers: dict[str, str]
+    request: web.Request, page: HeldBytes, headers: dict[str, str]
 ) -> web.StreamResponse:
     """A page from memory: gzip when the client takes it, 304 when it has it already."""
-    packed = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    etag = page.packed_etag if packed else page.etag
+    packed = page.packed is not None and accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    etag = page.packed_etag if packed and page.packed_etag else page.etag
     headers["ETag"] = etag
     if etag in request.headers.get("If-None-Match", ""):
         del headers["Content-Type"]
         return web.Response(status=304, headers=headers)
-    if packed:
+    if packed and page.packed is not None:
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=page.packed, headers=headers)
     return web.Response(body=page.plain, headers=headers)

@@ -12,8 +12,12 @@ What every backend gives:
   ``abort`` or a crash; ``link`` makes one path hold the same bytes as another;
 - ``stat``, ``delete`` (empty parent directories go too), ``delete_tree``, walks
   (``iter_files``, ``iter_names``);
+- durability: a committed file's bytes are durable before it is visible; its name is
+  durable at once, or, within ``deferred_durability`` (the sync), at the next ``barrier``
+  — which every ``AppendLog.sync`` passes first;
 - ``open_append`` for an append-only log with group commit, and ``lock`` for a lock that
-  processes sharing the store respect;
+  processes sharing the store respect; ``claim`` and ``follow``, so that one process
+  writes a file while the others read it as it grows (one download across processes);
 - ``local_path``: the real file behind a path, or None when the backend has none (object
   storage). Callers that need a file (sendfile, a wheel's zip directory, python-tuf's
   metadata directory) ask for it here and keep a streaming fallback where one is possible;
@@ -23,6 +27,7 @@ What every backend gives:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +42,7 @@ class FileInfo:
     size: int
     mtime: float
     atime: float
+    mtime_ns: int = 0  # where the backend knows it exactly (ETags)
 
 
 class ByteReader(Protocol):
@@ -75,7 +81,30 @@ class AppendLog(Protocol):
 
     def append(self, data: bytes) -> None: ...
 
-    async def sync(self) -> None: ...
+    async def sync(self) -> None:
+        """Make the appended bytes durable, after a ``barrier`` of the store: what the log
+        says was done is never ahead of what the store holds durably."""
+
+    async def close(self) -> None: ...
+
+
+class Claim(Protocol):
+    """The right to write one path, held by one process at a time (lost if it dies)."""
+
+    async def release(self) -> None: ...
+
+
+class Follow(Protocol):
+    """A write of a path that another process holds the claim for, followed from here."""
+
+    async def active(self) -> bool:
+        """Does that process still hold the claim (the write goes on)?"""
+
+    async def written(self) -> int:
+        """Bytes written so far."""
+
+    async def open_reader(self) -> ByteReader | None:
+        """The bytes written so far and the rest as they come (None: nothing to read)."""
 
     async def close(self) -> None: ...
 
@@ -108,7 +137,14 @@ class Storage(Protocol):
 
     async def write_bytes(self, rel: str, data: bytes) -> None: ...
 
-    def writer(self, rel: str) -> AtomicWriter: ...
+    def writer(self, rel: str, *, claim: Claim | None = None) -> AtomicWriter:
+        """A write of ``rel``; with ``claim``, processes that ``follow(rel)`` see it."""
+
+    async def claim(self, rel: str) -> Claim | None:
+        """The claim on writing ``rel``, or None when another process holds it."""
+
+    async def follow(self, rel: str) -> Follow | None:
+        """The write of ``rel`` another process holds the claim for, or None."""
 
     async def link(self, src: str, dest: str) -> None:
         """Make ``dest`` hold what ``src`` holds now (a hard link where possible)."""
@@ -127,6 +163,14 @@ class Storage(Protocol):
 
     async def touch_access(self, rel: str) -> None:
         """Record a read, for least-recently-used eviction."""
+
+    def deferred_durability(self) -> AbstractContextManager[None]:
+        """Within it (this task and the tasks it starts), committed files' bytes are still
+        durable before they are visible, but their names (the renames, links) only at the
+        next ``barrier``: one directory sync per batch instead of one per file."""
+
+    async def barrier(self) -> None:
+        """Make every commit and link done so far durable, names included."""
 
     def open_append(self, rel: str) -> AppendLog: ...
 

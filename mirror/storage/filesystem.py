@@ -1,10 +1,15 @@
 """Filesystem storage: a directory with ``web/``, ``state/`` and ``tmp/``.
 
-Writes go to a temp file in ``tmp/`` (same filesystem as ``web/``), are fsynced and then
-renamed into place (and the directory fsynced), so a reader sees either the old file or
-the whole new one, also after a crash. Every temp file's name starts with its writer's
-PID, so that start-up removes what dead processes left and never what a live ``serve`` or
-``sync`` beside it is writing. Blocking calls run in the default executor.
+Writes go to a temp file in ``tmp/`` (same filesystem as ``web/``), whose bytes are made
+durable (``fdatasync``) before it is renamed into place, so a reader sees either the old
+file or the whole new one, also after a power loss. The rename itself is made durable by
+syncing the directories it changed: at once, or — within ``deferred_durability`` (the
+sync) — at the next ``barrier``, which the sync's journal passes before it records a
+project as done: one sync per directory per batch, not per file, and one ``syncfs(2)``
+for a batch of many directories. Every temp file's name starts with its writer's PID, so
+that start-up removes what dead processes left and never what a live ``serve`` or
+``sync`` beside it is writing. Blocking calls run in the default executor, one hop per
+small write.
 """
 
 from __future__ import annotations
@@ -13,18 +18,28 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
+import itertools
 import os
 import secrets
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, TypeVar
 
 from mirror.core import layout
 from mirror.errors import LockHeld, StorageError, UnsafePathError
-from mirror.storage.base import READ_LIMIT, FileInfo
+from mirror.storage.base import READ_LIMIT, Claim, FileInfo
+from mirror.storage.claims import (
+    FileClaim,
+    FileSystemFollow,
+    find_follow,
+    sweep_claims,
+    take_claim,
+)
 
 T = TypeVar("T")
 
@@ -52,6 +67,25 @@ async def _blocking(fn: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
+#: True within ``FileSystemStorage.deferred_durability``: renames wait for a barrier.
+_DEFERRED: ContextVar[bool] = ContextVar("mirror_storage_deferred", default=False)
+
+
+class _Process:
+    """What leads this process's temp file names (set again in a forked child)."""
+
+    pid = os.getpid()
+    token = secrets.token_hex(4)
+    counter = itertools.count()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid, cls.token, cls.counter = os.getpid(), secrets.token_hex(4), itertools.count()
+
+
+os.register_at_fork(after_in_child=_Process.forked)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -60,21 +94,88 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _move_into_place(temp: Path, dest: Path) -> None:
-    """Rename a finished (fsynced) temp file to ``dest`` and make the rename durable.
+def _sync_dirs(directories: Iterable[Path]) -> None:
+    """Make the entries of ``directories`` durable (one gone since has nothing to keep)."""
+    for directory in directories:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            _fsync_dir(directory)
+
+
+#: A barrier over more directories than this is one ``syncfs(2)`` of the store's
+#: filesystem (where the C library has it) instead of one sync per directory: files live
+#: in a directory each (``packages/aa/bb/<hash>/``), so a batch touches many.
+SYNCFS_FROM = 8
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` (Linux), or None; loaded on first use."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def call(fd: int) -> int:
+        if function(fd) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number))
+        return 0
+
+    return call
+
+
+def _sync_batch(directories: list[Path], root: Path) -> None:
+    """A barrier: the entries of ``directories`` (all on ``root``'s filesystem: renames
+    put them there) made durable, by one ``syncfs`` when there are many. The files' bytes
+    were synced before their renames; the whole filesystem's dirty data goes along."""
+    syncfs = _syncfs() if len(directories) > SYNCFS_FROM else None
+    if syncfs is None:
+        _sync_dirs(directories)
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; the directories that gained an entry."""
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        changed = _make_dirs(directory.parent)
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+        return [*changed, directory.parent]
+    return [directory.parent]
+
+
+def _move_into_place(temp: Path, dest: Path) -> list[Path]:
+    """Rename a finished (data-synced) temp file to ``dest``; the directories whose
+    entries changed (``dest``'s, and those that gained a directory made for it): syncing
+    them makes the rename durable.
 
     A concurrent ``delete`` may remove the (empty) parent between ``mkdir`` and
     ``replace``; then both are simply done again.
     """
-    for attempt in range(_REPLACE_ATTEMPTS):
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    changed: list[Path] = []
+    for attempt in range(_REPLACE_ATTEMPTS + 1):
         try:
             os.replace(temp, dest)
             break
         except FileNotFoundError:
-            if attempt == _REPLACE_ATTEMPTS - 1 or not temp.exists():
+            if attempt == _REPLACE_ATTEMPTS or not temp.exists():
                 raise
-    _fsync_dir(dest.parent)
+            changed += _make_dirs(dest.parent)
+    changed.append(dest.parent)
+    return changed
 
 
 class _FileReader:
@@ -98,10 +199,17 @@ def _open_first(paths: list[Path]) -> IO[bytes] | None:
 
 
 class FileSystemWriter:
-    def __init__(self, storage: FileSystemStorage, rel: str) -> None:
+    """An unbuffered write to a temp file: every ``write`` reaches the file (readers of
+    ``open_reader`` see it at once), ``commit`` syncs the bytes and renames them into place."""
+
+    def __init__(
+        self, storage: FileSystemStorage, rel: str, claim: FileClaim | None = None
+    ) -> None:
+        self._storage = storage
         self._dest = storage.file(rel)
         self._temp = storage.temp_path(self._dest.name)
-        self._handle: IO[bytes] | None = None
+        self._claim = claim
+        self._fd: int | None = None
         self._written = 0
         self._committed = False
         self._aborted = False
@@ -110,20 +218,45 @@ class FileSystemWriter:
     def written(self) -> int:
         return self._written
 
-    def _open(self) -> IO[bytes]:
-        if self._handle is None:
-            self._handle = self._temp.open("wb")
-        return self._handle
+    def _open(self) -> int:
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            self._fd = os.open(self._temp, flags, 0o666)
+            if self._claim is not None:
+                self._claim.record(self._temp)
+        return self._fd
+
+    def _write(self, data: bytes) -> None:
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _finish(self, deferred: bool) -> list[Path]:
+        """The bytes made durable, then renamed into place (blocking)."""
+        fd = self._open()
+        os.fdatasync(fd)
+        self._fd = None
+        os.close(fd)
+        changed = _move_into_place(self._temp, self._dest)
+        if not deferred:
+            _sync_dirs(changed)
+        return changed
+
+    def _drop(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
 
     async def write(self, data: bytes) -> None:
-        def write() -> None:
-            self._open().write(data)
-
-        await _blocking(write)
+        await _blocking(self._write, data)
         self._written += len(data)
 
     async def flush(self) -> None:
-        await _blocking(lambda: self._open().flush())
+        """Nothing to do: writes are not buffered here."""
 
     async def open_reader(self) -> _FileReader | None:
         # An open descriptor of the temp file keeps reading the same bytes after the rename.
@@ -132,32 +265,17 @@ class FileSystemWriter:
         return None if handle is None or self._aborted else _FileReader(handle)
 
     async def commit(self) -> None:
-        def finish() -> None:
-            handle = self._open()
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-            self._handle = None
-            _move_into_place(self._temp, self._dest)
-
-        await _blocking(finish)
+        deferred = _DEFERRED.get()
+        changed = await _blocking(self._finish, deferred)
         self._committed = True
+        if deferred:
+            self._storage.dirtied(changed)
 
     async def abort(self) -> None:
         if self._committed or self._aborted:
             return
         self._aborted = True
-
-        def drop() -> None:
-            handle, self._handle = self._handle, None
-            if handle is not None:
-                # Closing flushes; on a full disk that flush fails, the unlink must not.
-                with contextlib.suppress(OSError):
-                    handle.close()
-            with contextlib.suppress(FileNotFoundError):
-                self._temp.unlink()
-
-        await _blocking(drop)
+        await _blocking(self._drop)
 
     async def __aenter__(self) -> FileSystemWriter:
         return self
@@ -167,10 +285,15 @@ class FileSystemWriter:
 
 
 class FileAppendLog:
-    """``O_APPEND`` writes and ``fdatasync``, several appends per sync (group commit)."""
+    """``O_APPEND`` writes and ``fdatasync``, several appends per sync (group commit).
 
-    def __init__(self, path: Path) -> None:
+    A sync is also the store's barrier: the directories that deferred commits changed are
+    synced first, in the same executor hop, so what the log records is never ahead of
+    what the store holds durably."""
+
+    def __init__(self, path: Path, storage: FileSystemStorage) -> None:
         self._path = path
+        self._storage = storage
         self._fd: int | None = None
         self._pending: list[bytes] = []
         self._lock = asyncio.Lock()
@@ -183,15 +306,23 @@ class FileAppendLog:
             if not self._pending:
                 return
             data, self._pending = b"".join(self._pending), []
+            dirs = self._storage.take_dirtied()
 
             def write() -> None:
+                _sync_batch(dirs, self._storage.root)
                 if self._fd is None:
-                    self._path.parent.mkdir(parents=True, exist_ok=True)
+                    changed = _make_dirs(self._path.parent)
                     self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    _sync_dirs([*changed, self._path.parent])
                 os.write(self._fd, data)
                 os.fdatasync(self._fd)
 
-            await _blocking(write)
+            try:
+                await _blocking(write)
+            except BaseException:
+                self._storage.dirtied(dirs)
+                self._pending.insert(0, data)
+                raise
 
     async def close(self) -> None:
         await self.sync()
@@ -245,6 +376,9 @@ class FileSystemStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._tmp = root / layout.TMP
+        self._claims = self._tmp / "claims"
+        #: Directories whose entries deferred commits changed since the last barrier.
+        self._dirty: set[Path] = set()
 
     @classmethod
     def open(cls, root: Path) -> FileSystemStorage:
@@ -270,8 +404,9 @@ class FileSystemStorage:
         return str(self.root)
 
     def clean_tmp(self, older_than: float = TEMP_FILE_MAX_IDLE) -> int:
-        """Remove temp files of processes that are gone, and any idle for ``older_than``."""
-        removed = 0
+        """Remove temp files (and claims) of processes that are gone, and any temp file
+        idle for ``older_than``."""
+        removed = sweep_claims(self._claims)
         now = time.time()
         for entry in os.scandir(self._tmp):
             with contextlib.suppress(OSError):
@@ -286,7 +421,38 @@ class FileSystemStorage:
 
     def temp_path(self, name: str) -> Path:
         """A new temp file name in ``tmp/``, led by this process's PID."""
-        return self._tmp / f"{os.getpid()}.{secrets.token_hex(8)}.{name[-80:]}.part"
+        unique = f"{_Process.pid}.{_Process.token}{next(_Process.counter):x}"
+        return self._tmp / f"{unique}.{name[-80:]}.part"
+
+    # -- durability -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deferred_durability(self) -> Iterator[None]:
+        """Within it (in this task and the tasks it starts), a commit or link makes its
+        bytes durable before the rename, but the rename only at the next ``barrier``."""
+        token = _DEFERRED.set(True)
+        try:
+            yield
+        finally:
+            _DEFERRED.reset(token)
+
+    def dirtied(self, directories: Iterable[Path]) -> None:
+        self._dirty.update(directories)
+
+    def take_dirtied(self) -> list[Path]:
+        dirs, self._dirty = self._dirty, set()
+        return sorted(dirs)
+
+    async def barrier(self) -> None:
+        """Make every rename committed so far durable."""
+        dirs = self.take_dirtied()
+        if not dirs:
+            return
+        try:
+            await _blocking(_sync_batch, dirs, self.root)
+        except BaseException:
+            self.dirtied(dirs)
+            raise
 
     def file(self, rel: str) -> Path:
         return self.root.joinpath(*check_rel(rel))
@@ -305,7 +471,7 @@ class FileSystemStorage:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return FileInfo(rel, st.st_size, st.st_mtime, st.st_atime)
+        return FileInfo(rel, st.st_size, st.st_mtime, st.st_atime, st.st_mtime_ns)
 
     async def exists(self, rel: str) -> bool:
         return await self.stat(rel) is not None
@@ -345,20 +511,36 @@ class FileSystemStorage:
 
     async def write_bytes(self, rel: str, data: bytes) -> None:
         writer = self.writer(rel)
-        try:
-            await writer.write(data)
-            await writer.commit()
-        finally:
-            await writer.abort()
+        deferred = _DEFERRED.get()
 
-    def writer(self, rel: str) -> FileSystemWriter:
-        return FileSystemWriter(self, rel)
+        def write() -> list[Path]:  # one executor hop: write, sync, rename
+            try:
+                writer._write(data)
+                return writer._finish(deferred)
+            except BaseException:
+                writer._drop()
+                raise
+
+        changed = await _blocking(write)
+        if deferred:
+            self.dirtied(changed)
+
+    def writer(self, rel: str, *, claim: Claim | None = None) -> FileSystemWriter:
+        return FileSystemWriter(self, rel, claim if isinstance(claim, FileClaim) else None)
+
+    async def claim(self, rel: str) -> FileClaim | None:
+        return await _blocking(take_claim, self._claims, rel)
+
+    async def follow(self, rel: str) -> FileSystemFollow | None:
+        found = await _blocking(find_follow, self._claims, rel, self.file(rel))
+        return None if found is None else FileSystemFollow(found)
 
     async def link(self, src: str, dest: str) -> None:
         source, target = self.file(src), self.file(dest)
         temp = self.temp_path(target.name)
+        deferred = _DEFERRED.get()
 
-        def link() -> None:
+        def link() -> list[Path]:
             try:
                 os.link(source, temp)
             except OSError as exc:
@@ -368,12 +550,17 @@ class FileSystemStorage:
                 with temp.open("rb") as handle:
                     os.fsync(handle.fileno())
             try:
-                _move_into_place(temp, target)
+                changed = _move_into_place(temp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()
+            if not deferred:
+                _sync_dirs(changed)
+            return changed
 
-        await _blocking(link)
+        changed = await _blocking(link)
+        if deferred:
+            self.dirtied(changed)
 
     async def delete(self, rel: str) -> bool:
         path = self.file(rel)
@@ -456,7 +643,7 @@ class FileSystemStorage:
             entries.close()
 
     def open_append(self, rel: str) -> FileAppendLog:
-        return FileAppendLog(self.file(rel))
+        return FileAppendLog(self.file(rel), self)
 
     def lock(self, rel: str) -> FileLock:
         return FileLock(self.file(rel))

@@ -127,6 +127,9 @@ class SyncEngine:
             stale_backoff=stale_backoff,
         )
         config = self.config
+        # The workers' projects share their download slots: files of several projects are
+        # in flight while others fetch their pages or write them.
+        services.keeper.share_downloads(config.workers * config.file_workers)
         # After this many projects in a row failed with the upstream unreachable, the run
         # stops (its journal stays, the next sync resumes) instead of failing them all.
         self.outage_threshold = max(10, 2 * config.workers)
@@ -311,10 +314,13 @@ class SyncEngine:
                     )
 
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(produce())
-                for _ in range(workers):
-                    group.create_task(consume())
+            # Renames become durable at the journal's group commits, which come before
+            # the journal says "done" (see sync.journal), not one directory sync per file.
+            with self.storage.deferred_durability():
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(produce())
+                    for _ in range(workers):
+                        group.create_task(consume())
         except ExceptionGroup as group:
             # A worker hit something no project can work around (storage): one clear error.
             raise first_error(group) from group

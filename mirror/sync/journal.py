@@ -10,14 +10,22 @@
     state/sync/run/progress     append-only: "<index> d|x|f" per finished entry, fsynced
     state/sync/deferred-<id>    entries a finished run could not apply (stale or failed)
 
-Progress is one short appended line per project (group-committed with ``fdatasync``),
-never a rewrite of the todo list, so recording is O(1) per project. Resuming streams the
-todo and skips entries below the watermark (every entry before it is finished) or in the
-small set of finished entries above it: memory stays bounded by the workers' window.
+Progress is one short appended line per project, never a rewrite of the todo list, so
+recording is O(1) per project. Lines are group-committed in the background, at most one
+commit per ``COMMIT_INTERVAL``: each commit is the store's barrier (the directories that
+the projects' renames changed are synced) and then one ``fdatasync`` of the log, so a
+line never says "done" for a project whose files or pages could still be lost; a worker
+does not wait for it. A run killed between two commits redoes those projects.
+
+Resuming streams the todo and skips entries below the watermark (every entry before it
+is finished) or in the small set of finished entries above it: memory stays bounded by
+the workers' window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -34,6 +42,9 @@ from mirror.log import get_logger
 from mirror.storage import AppendLog, Storage, read_lines
 
 log = get_logger("mirror.sync.journal")
+
+#: Seconds between two group commits of the progress log (at most).
+COMMIT_INTERVAL = 0.05
 
 
 class Outcome(Enum):
@@ -219,6 +230,10 @@ class RunJournal:
         self.storage = storage
         self.meta = meta
         self._log: AppendLog | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._failure: BaseException | None = None
 
     # -- creation and opening -----------------------------------------------------------
 
@@ -289,16 +304,50 @@ class RunJournal:
     # -- recording ------------------------------------------------------------------------
 
     async def record(self, index: int, outcome: Outcome) -> None:
-        """Append one finished entry; returns once it is durable (group commit)."""
+        """Append one finished entry; the next group commit makes it durable (``close``
+        waits for the last one). Raises what made an earlier commit fail."""
+        if self._failure is not None:
+            raise self._failure
         if self._log is None:
             self._log = self.storage.open_append(layout.SYNC_PROGRESS)
         self._log.append(f"{index} {outcome.value}\n".encode())
-        await self._log.sync()
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_loop(self._log))
+        self._wake.set()
+
+    async def _commit_loop(self, progress: AppendLog) -> None:
+        while not self._closing.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            if self._closing.is_set():
+                return  # close() commits what is left
+            try:
+                await progress.sync()
+            except Exception as exc:  # OSError mostly: raised to the next record()/close()
+                self._failure = exc
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), COMMIT_INTERVAL)
 
     async def close(self) -> None:
-        if self._log is not None:
-            await self._log.close()
-            self._log = None
+        """Commit what is left; raises what made a commit fail."""
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            self._closing.set()
+            self._wake.set()
+            await committer
+            self._closing.clear()
+            self._wake.clear()
+        progress, self._log = self._log, None
+        failure, self._failure = self._failure, None
+        if progress is not None:
+            if failure is None:
+                await progress.close()
+            else:
+                with contextlib.suppress(Exception):
+                    await progress.close()
+        if failure is not None:
+            raise failure
 
 
 async def discard_run(storage: Storage) -> None:
