@@ -281,22 +281,22 @@ class ProjectKeeper:
             [(item.path, item.file.url) for item in view.files],
             filters=self.filters_fingerprint,
         )
-        if json is None:
-            await self.pages.write_page(view.page)
-            await self.pages.write_record(project, record)
-            await self.json_api.cut(project, view.page)
-            await self.storage.delete(layout.state_negative(project))
-        else:
-            # The page, its record and the JSON API answer cut to it list the same files,
-            # all held by now: they are written at once.
-            await asyncio.gather(
-                self.pages.write_page(view.page),
-                self.pages.write_record(project, record),
-                self.json_api.store(
-                    project, None, json.answer, json.body, json.etag, view.page, record
-                ),
-                self.storage.delete(layout.state_negative(project)),
+        # The page, its record and the JSON API answers cut to it (FULL: every file held
+        # by now) are written at once: whichever lands first, none lists what the page
+        # does not, and a record ahead of its page, or behind it, only costs a refresh.
+        json_api = (
+            self.json_api.cut(project, view.page)
+            if json is None
+            else self.json_api.store(
+                project, None, json.answer, json.body, json.etag, view.page, record
             )
+        )
+        await asyncio.gather(
+            self.pages.write_page(view.page),
+            self.pages.write_record(project, record),
+            json_api,
+            self.storage.delete(layout.state_negative(project)),
+        )
         removed = await self.intents.settle(project) if recorded else 0
         log.info(
             "project_updated",
