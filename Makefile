@@ -43,9 +43,12 @@ unit: $(VENV)/.installed-test system-deps
 
 test: lint typecheck unit
 
-# `make bench` (bench/README.md): ours against peers measured in the same run; not part of
-# `make test`. The peers get their own venv; wrk (the warm phases' load generator) comes
-# from Debian's packages when missing and we are root. BENCH_ARGS="--quick" for a smoke run.
+# `make bench` (bench/README.md): ours against peers measured in the same run (pull-through
+# against nginx, proxpi and devpi; cold pip/uv installs; sync against bandersnatch; a scale
+# phase of 100,000 generated projects); writes bench/RESULTS.md; about 20 minutes on 2
+# cores; not part of `make test`. The peers get their own venv; wrk (the warm phases' load
+# generator) comes from Debian's packages when missing and we are root.
+# BENCH_ARGS="--quick" for a smoke run (a few minutes; it leaves bench/RESULTS.md alone).
 BENCH_PEERS := bench/.venv-peers
 
 $(BENCH_PEERS)/.installed: bench/peers.txt

@@ -5,13 +5,14 @@ Two implementations with one result type:
 - :func:`run_load` — aiohttp in this process. Follows redirects, can check each body's
   sha256; used for the cold and single-flight phases, where correctness matters more than
   the client's own speed.
-- :func:`run_wrk` — ``wrk`` (C, one thread) driven by a generated Lua script; used for the
-  warm phases when it is installed, because an asyncio client saturates a core near
-  1 GB/s on loopback and would otherwise be the bottleneck that hides the servers'
+- :func:`run_wrk` — ``wrk`` (C, ``-t2`` by default) driven by a generated Lua script; used
+  for the warm phases when it is installed, because an asyncio client saturates a core
+  near 1 GB/s on loopback and would otherwise be the bottleneck that hides the servers'
   differences.
 
 Bodies are never kept (counted, or hashed when asked). Every run stops after ``total``
-requests or at its deadline, whichever comes first; the result says how many were done.
+requests or at its deadline, whichever comes first; the result says how many were done
+and which bound stopped it (``bound``: the warm phases are meant to stop on time).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class LoadResult:
     redirects: int = 0
     bad_digest: int = 0
     timed_out: bool = False
+    #: What ended the run: "count" (all requests done) or "time" (the duration passed).
+    bound: str = "count"
+    threads: int = 1
     statuses: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     #: Percentiles (ms) reported by the tool itself (wrk) instead of ``latencies``.
@@ -102,6 +106,8 @@ class LoadResult:
             "redirects": self.redirects,
             "bad_digest": self.bad_digest,
             "timed_out": self.timed_out,
+            "bound": self.bound,
+            "threads": self.threads,
             "statuses": dict(self.statuses),
         }
 
@@ -137,6 +143,7 @@ async def run_load(
                 return
             if time.perf_counter() > stop_at:
                 result.timed_out = True
+                result.bound = "time"
                 return
             url = urls[i % len(urls)]
             want = expected_sha256.get(url) if expected_sha256 else None
@@ -203,29 +210,37 @@ async def post_json(url: str, payload: object) -> object:
         return await resp.json(content_type=None)
 
 
-_WRK_SCRIPT = """
+_WRK_SCRIPT = r"""
 local paths = {%(paths)s}
 local headers = {%(headers)s}
-local total = %(total)d
-local issued = 0
+local per_thread = %(per_thread)d
+local started = 0
 
+-- runs in the main Lua state, once per thread: each thread starts elsewhere in the list
+setup = function(thread)
+  thread:set("offset", started * 7919)
+  started = started + 1
+end
+
+local issued = 0
 request = function()
   issued = issued + 1
-  if issued == total + 1 then
+  if issued == per_thread + 1 then
     -- wrk's main thread sleeps for the whole -d; the bench SIGINTs it on this line
-    io.write("BENCH_STOP\\n")
+    io.write("BENCH_STOP\n")
     io.flush()
     wrk.thread:stop()
   end
-  return wrk.format("GET", paths[((issued - 1) %% #paths) + 1], headers)
+  local i = ((issued - 1 + (offset or 0)) %% #paths) + 1
+  return wrk.format("GET", paths[i], headers)
 end
 
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "BENCH_JSON {\\"requests\\": %%d, \\"bytes\\": %%d, \\"duration_us\\": %%d, " ..
-    "\\"connect\\": %%d, \\"read\\": %%d, \\"write\\": %%d, \\"status\\": %%d, " ..
-    "\\"timeout\\": %%d, \\"p50_us\\": %%d, \\"p99_us\\": %%d}\\n",
+    "BENCH_JSON {\"requests\": %%d, \"bytes\": %%d, \"duration_us\": %%d, " ..
+    "\"connect\": %%d, \"read\": %%d, \"write\": %%d, \"status\": %%d, " ..
+    "\"timeout\": %%d, \"p50_us\": %%d, \"p99_us\": %%d}\n",
     summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write,
     e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
 end
@@ -236,13 +251,16 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
 
 
-def wrk_script(paths: Sequence[str], headers: Mapping[str, str], total: int) -> str:
-    """The Lua script: cycle ``paths``, stop the thread after ``total`` requests were issued
-    (the ones still in flight then are not counted), print the summary as JSON."""
+def wrk_script(
+    paths: Sequence[str], headers: Mapping[str, str], total: int, threads: int = 1
+) -> str:
+    """The Lua script: each of ``threads`` threads cycles ``paths`` (from its own offset)
+    and stops after its share of ``total`` requests (the ones still in flight then are not
+    counted; the first thread done ends the run); the summary is printed as JSON."""
     return _WRK_SCRIPT % {
         "paths": ", ".join(_lua_string(p) for p in paths),
         "headers": ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()),
-        "total": total,
+        "per_thread": max(1, -(-total // max(1, threads))),
     }
 
 
@@ -254,13 +272,16 @@ async def run_wrk(
     headers: Mapping[str, str],
     deadline_s: float,
     script_dir: Path,
+    threads: int = 2,
 ) -> LoadResult:
-    """Like :func:`run_load` (no digests, no redirects followed), with ``wrk -t1``.
+    """Like :func:`run_load` (no digests, no redirects followed), with ``wrk -t<threads>``,
+    for at most ``deadline_s`` seconds (wrk's ``-d``) or ``total`` requests.
 
     All ``urls`` must share one scheme://host:port. Non-2xx/3xx answers and socket errors
     count as errors.
     """
-    result = LoadResult(planned=total, concurrency=concurrency, tool="wrk")
+    threads = max(1, min(threads, concurrency))
+    result = LoadResult(planned=total, concurrency=concurrency, tool="wrk", threads=threads)
     if WRK is None:
         raise RuntimeError("wrk is not installed")
     if not urls or total <= 0:
@@ -270,10 +291,10 @@ async def run_wrk(
         raise ValueError(f"wrk needs one origin, got {sorted(bases)}")
     paths = [URL(u).raw_path_qs for u in urls]
     script = script_dir / f"wrk-{len(list(script_dir.glob('wrk-*.lua')))}.lua"
-    script.write_text(wrk_script(paths, headers, total))
+    script.write_text(wrk_script(paths, headers, total, threads))
     argv = [
         WRK,
-        "-t1",
+        f"-t{threads}",
         f"-c{concurrency}",
         f"-d{max(1, round(deadline_s))}s",
         "--timeout",
@@ -305,7 +326,7 @@ async def run_wrk(
     result.ok = max(0, result.done - errors)
     result.bytes = int(data["bytes"])
     result.seconds = data["duration_us"] / 1e6
-    result.timed_out = result.done < total - concurrency
+    result.bound = "count" if "BENCH_STOP" in lines else "time"
     result.statuses["ok"] = result.ok
     for key in ("connect", "read", "write", "status", "timeout"):
         if data[key]:

@@ -1,22 +1,20 @@
-"""The benchmark: our pull-through cache against peers, all measured in the same run.
+"""The benchmark: ours against peers, every figure measured in the same run.
 
-One deterministic corpus (``bench.corpus``) is published by a fake PyPI in its own process
-(``bench.upstream``). Each proxy — ours, proxpi, devpi — starts with an empty cache and
-goes through the same phases, one server at a time, with the same aiohttp load generator
-(``bench.load``):
+Phases (``--phases``), each against a fake PyPI in its own process on 127.0.0.1:
 
-1. cold: every project page once, then every file once, at concurrency 8;
-2. warm files: N GETs of cached files at concurrency 32 (nginx on ``deploy/nginx.conf``
-   over ours' web root is the static upper bound here, with the daemon stopped so that
-   every answer is static);
-3. warm pages: N project pages with pip's Accept (PEP 691 JSON) at concurrency 32;
-4. single flight: C concurrent GETs of one uncached 5 MB file, counting the upstream's
-   GETs for it;
-5. memory: peak RSS (VmHWM) of each server's process tree after the run.
+- ``pull`` (``bench.pullthrough``): ours, nginx, proxpi and devpi as pull-through caches of
+  one deterministic corpus — cold, warm (mixed files, 100 KB, 20 MB, pages), single
+  flight, memory; ours again with ``[serve] workers = 1`` and ``= 2``;
+- ``install`` (``bench.install``): cold ``pip install`` and ``uv pip install`` of 20
+  packages, straight from the upstream, through ours and through proxpi;
+- ``sync`` (``bench.sync``): ``pypi-mirror sync`` against bandersnatch on one corpus;
+- ``scale`` (``bench.scale``): sync and serve over 10,000 and 100,000 generated
+  metadata-only projects.
 
-It prints a table with ours/peer ratios and the targets of ``bench.report``, and writes the
-raw numbers to ``bench/results/latest.json``. Nothing is asserted; all traffic stays on
-127.0.0.1; every loop is bounded in count and every wait in time.
+It prints the tables with ratios and the targets of ``bench.report``, writes the raw
+numbers to ``bench/results/latest.json`` and, for a full run, ``bench/RESULTS.md``.
+Nothing is asserted; all traffic stays on 127.0.0.1; every loop is bounded in count and
+every wait in time.
 """
 
 from __future__ import annotations
@@ -24,386 +22,81 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
+import importlib.metadata
 import json
 import os
 import platform
-import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from yarl import URL
-
 from bench import report
-from bench.corpus import BIG_PROJECT, CorpusSpec
-from bench.load import (
-    FILE_HEADERS,
-    PIP_PAGE_HEADERS,
-    WRK,
-    LoadResult,
-    get_json,
-    post_json,
-    run_load,
-    run_wrk,
-)
-from bench.servers import (
-    NGINX,
-    PEERS_BIN,
-    REPO,
-    Server,
-    ServerError,
-    peak_rss,
-    start_devpi,
-    start_nginx,
-    start_ours,
-    start_proxpi,
-)
+from bench.corpus import CorpusSpec
+from bench.fake import start_upstream
+from bench.install import WAYS as INSTALL_WAYS
+from bench.install import InstallOptions, install_phase, pip_version, uv_version
+from bench.load import WRK
+from bench.markdown import results_markdown
+from bench.procs import REPO, BenchError, command_output
+from bench.pullthrough import PullOptions, pull_phase
+from bench.scale import ScaleOptions, scale_phase
+from bench.servers import NGINX, PEERS_BIN
+from bench.sync import SyncOptions, bandersnatch_version, sync_phase
 
 ALL_PEERS = ("ours", "nginx", "proxpi", "devpi")
+ALL_PHASES = ("pull", "install", "sync", "scale")
+RESULTS_MD = REPO / "bench" / "RESULTS.md"
 
 
 @dataclass(frozen=True)
 class Options:
     """Knobs of one run (see ``--help``)."""
 
+    phases: tuple[str, ...]
     peers: tuple[str, ...]
+    quick: bool
     spec: CorpusSpec
-    files_n: int
-    pages_n: int
-    single_flight: int
-    cold_concurrency: int
+    worker_variants: tuple[int, ...]
+    warm_seconds: float
     warm_concurrency: int
+    wrk_threads: int
+    warm_max_requests: int
+    repeat: int
+    single_flight: int
     phase_deadline_s: float
     total_deadline_s: float
     proxpi_threads: int
-    repeat: int
+    nginx_workers: int
+    install_ways: tuple[str, ...]
+    install_repeat: int
+    sync_spec: CorpusSpec
+    sync_workers: int
+    scale_projects: tuple[int, ...]
+    scale_files: int
+    scale_changed: int
+    scale_pages: int
     out: Path
+    results_md: Path | None
     keep: bool
     loader: str
-    work: Path = Path()
+    from_json: Path | None = None
 
 
-@dataclass
-class Upstream:
-    """The fake PyPI child process and what it published."""
-
-    proc: asyncio.subprocess.Process
-    url: str
-    projects: dict[str, list[dict[str, Any]]]
-
-    async def gets(self, path: str) -> int:
-        answer = await post_json(self.url + "_bench/count", {"path": path})
-        assert isinstance(answer, dict)
-        return int(answer["get"])
-
-    @property
-    def corpus_projects(self) -> list[str]:
-        return sorted(p for p in self.projects if p != BIG_PROJECT)
-
-    @property
-    def sha256_by_filename(self) -> dict[str, str]:
-        return {f["filename"]: f["sha256"] for fs in self.projects.values() for f in fs}
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x.replace("_", "")) for x in text.split(",") if x.strip())
 
 
-async def start_upstream(work: Path, spec: CorpusSpec, timeout_s: float = 180.0) -> Upstream:
-    """Build the corpus and serve it from ``python -m bench.upstream``; wait for its manifest."""
-    manifest = work / "manifest.json"
-    log = work / "logs" / "upstream.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.upstream",
-        "--corpus-dir",
-        str(work / "corpus"),
-        "--manifest",
-        str(manifest),
-        "--projects",
-        str(spec.projects),
-        "--wheels",
-        str(spec.wheels_per_project),
-        "--min-size",
-        str(spec.min_size),
-        "--max-size",
-        str(spec.max_size),
-        "--big-size",
-        str(spec.big_size),
-    ]
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=REPO,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    loop = asyncio.get_running_loop()
-    stop_at = loop.time() + timeout_s
-    while not manifest.exists():
-        if proc.returncode is not None or loop.time() > stop_at:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise ServerError(f"fake upstream did not start:\n{log.read_text()[-2000:]}")
-        await asyncio.sleep(0.1)
-    data = json.loads(manifest.read_text())
-    return Upstream(proc, data["url"], data["projects"])
-
-
-async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
-    """SIGTERM, bounded wait, then SIGKILL — only this one process we started."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-
-
-async def discover_files(server: Server, upstream: Upstream) -> dict[str, str]:
-    """filename → absolute URL on ``server``, read from its own (already cached) JSON pages."""
-    urls: dict[str, str] = {}
-    sem = asyncio.Semaphore(8)
-
-    async def one(project: str) -> None:
-        page_url = server.index_url + project + "/"
-        async with sem:
-            page = await get_json(page_url, PIP_PAGE_HEADERS)
-        assert isinstance(page, dict), page_url
-        for entry in page.get("files", []):
-            urls[entry["filename"]] = str(URL(page_url).join(URL(entry["url"])))
-
-    await asyncio.gather(*(one(p) for p in [*upstream.corpus_projects, BIG_PROJECT]))
-    missing = set(upstream.sha256_by_filename) - set(urls)
-    if missing:
-        raise ServerError(f"{server.name} pages lack {len(missing)} files, e.g. {min(missing)}")
-    return urls
-
-
-def warm_order(urls: list[str]) -> list[str]:
-    """A fixed shuffle, so every peer sees the same request sequence."""
-    ordered = sorted(urls)
-    random.Random(1).shuffle(ordered)
-    return ordered
-
-
-WarmUrls = tuple[list[str], list[str]]
-
-
-async def measure_proxy(
-    server: Server, upstream: Upstream, opts: Options
-) -> tuple[dict[str, Any], WarmUrls]:
-    """Phases 1-5 on one pull-through proxy that starts with an empty cache; also returns
-    the (file, page) URLs it was measured with."""
-    out: dict[str, Any] = {"notes": server.notes}
-    projects = upstream.corpus_projects
-    page_urls = [server.index_url + p + "/" for p in projects]
-    deadline = opts.phase_deadline_s
-
-    cold_pages = await run_load(
-        page_urls,
-        total=len(page_urls),
-        concurrency=opts.cold_concurrency,
-        headers=PIP_PAGE_HEADERS,
-        deadline_s=deadline,
-    )
-    out["cold_pages"] = cold_pages.summary()
-    by_name = await discover_files(server, upstream)
-    sha = upstream.sha256_by_filename
-    corpus_files = [f["filename"] for p in projects for f in upstream.projects[p]]
-    file_urls = [by_name[name] for name in corpus_files]
-    expected = {by_name[name]: sha[name] for name in corpus_files}
-
-    cold = await run_load(
-        file_urls,
-        total=len(file_urls),
-        concurrency=opts.cold_concurrency,
-        headers=FILE_HEADERS,
-        deadline_s=deadline,
-        expected_sha256=expected,
-    )
-    out["cold_files"] = cold.summary()
-    out.update(await measure_warm(file_urls, page_urls, opts))
-
-    big = upstream.projects[BIG_PROJECT][0]
-    big_url = by_name[big["filename"]]
-    before = await upstream.gets(big["url_path"])
-    flight = await run_load(
-        [big_url],
-        total=opts.single_flight,
-        concurrency=opts.single_flight,
-        headers=FILE_HEADERS,
-        deadline_s=deadline,
-        expected_sha256={big_url: big["sha256"]},
-    )
-    after = await upstream.gets(big["url_path"])
-    out["single_flight"] = {
-        **flight.summary(),
-        "clients": opts.single_flight,
-        "file_bytes": big["size"],
-        "upstream_gets": after - before,
-    }
-    out["memory"] = peak_rss(server.pid)
-    return out, (file_urls, page_urls)
-
-
-async def measure_warm(file_urls: list[str], page_urls: list[str], opts: Options) -> dict[str, Any]:
-    """Phases 2 and 3 against already cached files and pages (wrk when available).
-
-    Each runs ``opts.repeat`` times; the run with the best rate is reported (others only
-    slow a run down, never speed it up, on a shared machine) and all rates are kept.
-    """
-    out: dict[str, Any] = {}
-    for phase, urls, total, headers in (
-        ("warm_files", file_urls, opts.files_n, FILE_HEADERS),
-        ("warm_pages", page_urls, opts.pages_n, PIP_PAGE_HEADERS),
-    ):
-        ordered = warm_order(urls)
-        runs: list[LoadResult] = []
-        for _ in range(max(1, opts.repeat)):
-            if opts.loader == "wrk":
-                result = await run_wrk(
-                    ordered,
-                    total=total,
-                    concurrency=opts.warm_concurrency,
-                    headers=headers,
-                    deadline_s=opts.phase_deadline_s,
-                    script_dir=opts.work,
-                )
-            else:
-                result = await run_load(
-                    ordered,
-                    total=total,
-                    concurrency=opts.warm_concurrency,
-                    headers=headers,
-                    deadline_s=opts.phase_deadline_s,
-                )
-            runs.append(result)
-        best = max(runs, key=lambda r: r.req_per_s)
-        out[phase] = {
-            **best.summary(),
-            "repeats": len(runs),
-            "req_per_s_all": [round(r.req_per_s, 2) for r in runs],
-        }
-    return out
-
-
-async def measure_nginx(work: Path, ours: Server, urls: WarmUrls, opts: Options) -> dict[str, Any]:
-    """Warm phases through nginx over ours' web root. Ours is already stopped, so a request
-    nginx cannot serve statically fails (502) instead of quietly reaching the daemon."""
-    web_root = Path(str(ours.notes["web_root"]))
-    nginx = await start_nginx(work, web_root, int(str(ours.notes["port"])))
-    try:
-        files, pages = (
-            [u.replace(ours.base_url, nginx.base_url, 1) for u in group] for group in urls
-        )
-        out: dict[str, Any] = {"notes": nginx.notes}
-        out.update(await measure_warm(files, pages, opts))
-        out["memory"] = peak_rss(nginx.pid)
-        return out
-    finally:
-        await nginx.stop()
-
-
-async def run_peer(
-    name: str, start: Callable[[], Awaitable[Server]], upstream: Upstream, opts: Options
-) -> tuple[dict[str, Any], WarmUrls, Server]:
-    """Start one proxy, measure it, stop it."""
-    print(f"[bench] {name}: starting", flush=True)
-    server = await start()
-    try:
-        t0 = time.perf_counter()
-        result, urls = await measure_proxy(server, upstream, opts)
-        print(f"[bench] {name}: measured in {time.perf_counter() - t0:.1f}s", flush=True)
-    except BaseException:
-        print(f"[bench] {name} failed; log tail:\n{server.log_tail()}", file=sys.stderr)
-        raise
-    finally:
-        await server.stop()
-    return result, urls, server
-
-
-def peer_versions() -> dict[str, str]:
-    """Versions of the peers as installed (best effort)."""
-    versions: dict[str, str] = {}
-    python = PEERS_BIN / "python"
-    if python.exists():
-        code = (
-            "import importlib.metadata as m\n"
-            "for d in ('proxpi', 'gunicorn', 'devpi-server'):\n"
-            "    try: print(d, m.version(d))\n"
-            "    except m.PackageNotFoundError: pass\n"
-        )
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                [str(python), "-c", code], capture_output=True, text=True, timeout=30, check=False
-            ).stdout
-            for line in out.splitlines():
-                dist, _, version = line.partition(" ")
-                versions[dist] = version
-    if NGINX is not None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            err = subprocess.run(
-                [NGINX, "-v"], capture_output=True, text=True, timeout=10, check=False
-            ).stderr
-            versions["nginx"] = err.strip().rsplit("/", 1)[-1]
-    return versions
-
-
-async def bench(opts: Options, work: Path) -> dict[str, Any]:
-    """Run every selected peer against one upstream; return the raw results by peer."""
-    results: dict[str, Any] = {}
-    spec = opts.spec
-    print(
-        f"[bench] building and publishing the corpus ({spec.projects} projects x "
-        f"{spec.wheels_per_project} wheels + one {spec.big_size / 1e6:.0f} MB file)",
-        flush=True,
-    )
-    upstream = await start_upstream(work, spec)
-    try:
-        if "ours" in opts.peers:
-            results["ours"], urls, ours = await run_peer(
-                "ours", lambda: start_ours(work, upstream.url), upstream, opts
-            )
-            if "nginx" in opts.peers:
-                print("[bench] nginx: starting (static upper bound, daemon stopped)", flush=True)
-                try:
-                    results["nginx"] = await measure_nginx(work, ours, urls, opts)
-                except Exception as exc:  # a peer failing must not lose ours' numbers
-                    results["nginx"] = not_measured("nginx", exc)
-        for name, starter in (
-            ("proxpi", lambda: start_proxpi(work, upstream.url, opts.proxpi_threads)),
-            ("devpi", lambda: start_devpi(work, upstream.url)),
-        ):
-            if name not in opts.peers:
-                continue
-            try:
-                results[name], _, _ = await run_peer(name, starter, upstream, opts)
-            except Exception as exc:  # a peer failing must not lose the others' numbers
-                results[name] = not_measured(name, exc)
-    finally:
-        await stop_process(upstream.proc)
-    return results
-
-
-def not_measured(name: str, exc: Exception) -> dict[str, Any]:
-    """Report a peer that failed; its entry in the results says why."""
-    print(f"[bench] {name}: not measured: {exc!r}", file=sys.stderr)
-    lines = str(exc).splitlines()
-    return {"error": f"{type(exc).__name__}: {lines[0] if lines else ''}"}
+def _names(text: str, allowed: tuple[str, ...], parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = set(names) - set(allowed)
+    if unknown:
+        parser.error(f"unknown: {', '.join(sorted(unknown))} (known: {', '.join(allowed)})")
+    return names
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -412,88 +105,295 @@ def parse_args(argv: list[str] | None) -> Options:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--peers",
-        default=",".join(ALL_PEERS),
-        help="comma-separated subset of " + ",".join(ALL_PEERS),
+    add = parser.add_argument
+    add("--phases", default=",".join(ALL_PHASES), help="subset of " + ",".join(ALL_PHASES))
+    add("--peers", default=",".join(ALL_PEERS), help="pull-through peers: " + ",".join(ALL_PEERS))
+    add("--quick", action="store_true", help="small corpora, short phases (a smoke run)")
+    add("--projects", type=int, default=CorpusSpec.projects, help="pull-through corpus")
+    add("--worker-variants", default="1,2", help="[serve] workers of ours' extra runs")
+    add("--warm-seconds", type=float, default=4.0, help="length of one warm run")
+    add("--warm-concurrency", type=int, default=64, help="connections of every warm run")
+    add("--wrk-threads", type=int, default=2)
+    add("--warm-max-requests", type=int, default=1_000_000, help="cap of one warm run")
+    add("--repeat", type=int, default=3, help="runs of each warm phase (the best is reported)")
+    add("--single-flight", type=int, default=50, help="concurrent clients on one uncached file")
+    add("--phase-deadline", type=float, default=120.0, help="cap of a cold phase, s")
+    add("--total-deadline", type=float, default=4 * 3600.0, help="cap of the whole run, s")
+    add("--proxpi-threads", type=int, default=8, help="gunicorn threads (its image uses 2)")
+    add("--nginx-workers", type=int, default=1, help="nginx worker_processes")
+    add("--install-ways", default=",".join(INSTALL_WAYS))
+    add("--install-repeat", type=int, default=3, help="installs per way and tool (best kept)")
+    add("--sync-projects", type=int, default=300)
+    add("--sync-wheels", type=int, default=1, help="wheels per project of the sync corpus")
+    add("--sync-workers", type=int, default=10, help="[sync] workers, bandersnatch workers")
+    add("--scale-projects", default="10000,100000", help="project counts of the scale phase")
+    add("--scale-files", type=int, default=2, help="files listed per release")
+    add("--scale-changed", type=int, default=10, help="projects changed before the incremental")
+    add("--scale-pages", type=int, default=2000, help="random pages asked of serve")
+    add("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    add(
+        "--results-md",
+        type=Path,
+        default=None,
+        help="default: bench/RESULTS.md after a full run, bench/results/RESULTS.partial.md "
+        "after a quick or partial one",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a small corpus and few requests (a smoke run, under a minute)",
+    add(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="measure nothing: print the tables of a saved run (latest.json) and write its "
+        "Markdown (--results-md, default bench/results/RESULTS.partial.md)",
     )
-    parser.add_argument("--projects", type=int, default=CorpusSpec.projects)
-    parser.add_argument("--files-n", type=int, default=3000, help="warm file requests")
-    parser.add_argument("--pages-n", type=int, default=3000, help="warm page requests")
-    parser.add_argument(
-        "--single-flight", type=int, default=50, help="concurrent clients on one uncached file"
-    )
-    parser.add_argument(
-        "--phase-deadline",
-        type=float,
-        default=60.0,
-        help="seconds after which a phase stops issuing requests",
-    )
-    parser.add_argument(
-        "--total-deadline",
-        type=float,
-        default=900.0,
-        help="seconds after which the whole run is abandoned",
-    )
-    parser.add_argument(
-        "--proxpi-threads",
-        type=int,
-        default=8,
-        help="gunicorn threads for proxpi (its Docker image uses 2)",
-    )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each warm phase (the best is reported)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
-    parser.add_argument(
-        "--loader",
-        choices=("auto", "wrk", "aiohttp"),
-        default="auto",
-        help="load generator of the warm phases (auto: wrk if installed)",
-    )
+    add("--keep", action="store_true", help="keep the temporary work dir")
+    add("--loader", choices=("auto", "wrk", "aiohttp"), default="auto")
     args = parser.parse_args(argv)
+
     loader = ("wrk" if WRK else "aiohttp") if args.loader == "auto" else args.loader
     if loader == "wrk" and WRK is None:
         parser.error("wrk is not installed (make bench installs it with apt-get as root)")
-    peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
-    unknown = set(peers) - set(ALL_PEERS)
-    if unknown:
-        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    phases = _names(args.phases, ALL_PHASES, parser)
+    peers = _names(args.peers, ALL_PEERS, parser)
     if "nginx" in peers and "ours" not in peers:
         parser.error("nginx serves ours' web root: it needs ours in --peers")
+    install_ways = _names(args.install_ways, INSTALL_WAYS, parser)
     spec = CorpusSpec(projects=args.projects)
-    files_n, pages_n, repeat = args.files_n, args.pages_n, args.repeat
+    sync_spec = CorpusSpec(
+        projects=args.sync_projects,
+        wheels_per_project=args.sync_wheels,
+        min_size=2_000,
+        max_size=40_000,
+        big_size=2_000_000,
+        small_files=0,
+        large_size=0,
+        install_projects=0,
+    )
+    scale = _ints(args.scale_projects)
+    warm_seconds, repeat, install_repeat = args.warm_seconds, args.repeat, args.install_repeat
     if args.quick:
-        spec = CorpusSpec(projects=min(args.projects, 8))
-        files_n, pages_n = min(files_n, 300), min(pages_n, 300)
-        repeat = 1
+        spec = CorpusSpec(projects=min(args.projects, 8), small_files=4, large_size=5_000_000)
+        sync_spec = CorpusSpec(**{**asdict(sync_spec), "projects": min(args.sync_projects, 30)})
+        warm_seconds, repeat, install_repeat = min(warm_seconds, 1.0), 1, 1
+        scale = (500, 2_000) if scale else ()
+    results_md = args.results_md
+    if results_md is None:
+        full = set(phases) == set(ALL_PHASES) and set(peers) == set(ALL_PEERS)
+        results_md = (
+            RESULTS_MD
+            if full and not args.quick and args.from_json is None
+            else REPO / "bench" / "results" / "RESULTS.partial.md"
+        )
     return Options(
+        phases=phases,
         peers=peers,
+        quick=args.quick,
         spec=spec,
-        files_n=files_n,
-        pages_n=pages_n,
+        worker_variants=_ints(args.worker_variants) if "ours" in peers else (),
+        warm_seconds=warm_seconds,
+        warm_concurrency=args.warm_concurrency,
+        wrk_threads=args.wrk_threads,
+        warm_max_requests=args.warm_max_requests,
+        repeat=repeat,
         single_flight=args.single_flight,
-        cold_concurrency=8,
-        warm_concurrency=32,
         phase_deadline_s=args.phase_deadline,
         total_deadline_s=args.total_deadline,
         proxpi_threads=args.proxpi_threads,
-        repeat=repeat,
+        nginx_workers=args.nginx_workers,
+        install_ways=install_ways,
+        install_repeat=install_repeat,
+        sync_spec=sync_spec,
+        sync_workers=args.sync_workers,
+        scale_projects=scale,
+        scale_files=args.scale_files,
+        scale_changed=args.scale_changed,
+        scale_pages=args.scale_pages,
         out=args.out,
+        results_md=results_md,
         keep=args.keep,
         loader=loader,
+        from_json=args.from_json,
     )
 
 
+# -- the run ------------------------------------------------------------------------------
+
+
+async def bench(opts: Options, work: Path) -> dict[str, Any]:
+    """Every selected phase; the raw results by phase."""
+    results: dict[str, Any] = {"errors": {}}
+    if {"pull", "install"} & set(opts.phases):
+        spec = opts.spec
+        print(
+            f"[bench] building and publishing the corpus ({spec.projects} projects x "
+            f"{spec.wheels_per_project} wheels, {spec.small_files} x 100 KB, 20 MB, 5 MB, "
+            f"{spec.install_projects} installable projects)",
+            flush=True,
+        )
+        try:
+            upstream = await start_upstream(work, spec)
+        except BenchError as exc:
+            results["errors"]["pull"] = results["errors"]["install"] = str(exc)[:500]
+        else:
+            try:
+                if "pull" in opts.phases:
+                    results["pull"] = await pull_phase(upstream, _pull_options(opts, work))
+                if "install" in opts.phases:
+                    results["install"] = await install_phase(
+                        upstream,
+                        InstallOptions(
+                            ways=opts.install_ways,
+                            repeat=opts.install_repeat,
+                            proxpi_threads=opts.proxpi_threads,
+                            timeout_s=600,
+                            work=work,
+                        ),
+                    )
+            finally:
+                await upstream.stop()
+    if "sync" in opts.phases:
+        try:
+            results["sync"] = await sync_phase(
+                SyncOptions(
+                    spec=opts.sync_spec,
+                    workers=opts.sync_workers,
+                    timeout_s=1800,
+                    tools=("ours", "bandersnatch"),
+                    work=work,
+                )
+            )
+        except BenchError as exc:
+            results["errors"]["sync"] = str(exc)[:500]
+    if "scale" in opts.phases and opts.scale_projects:
+        results["scale"] = await scale_phase(
+            ScaleOptions(
+                counts=opts.scale_projects,
+                files_per_release=opts.scale_files,
+                workers=opts.sync_workers,
+                changed=opts.scale_changed,
+                pages=opts.scale_pages,
+                work=work,
+            )
+        )
+    if not results["errors"]:
+        del results["errors"]
+    return results
+
+
+def _pull_options(opts: Options, work: Path) -> PullOptions:
+    return PullOptions(
+        peers=opts.peers,
+        worker_variants=opts.worker_variants,
+        cold_concurrency=8,
+        warm_concurrency=opts.warm_concurrency,
+        wrk_threads=opts.wrk_threads,
+        warm_seconds=opts.warm_seconds,
+        warm_max_requests=opts.warm_max_requests,
+        repeat=opts.repeat,
+        single_flight=opts.single_flight,
+        phase_deadline_s=opts.phase_deadline_s,
+        proxpi_threads=opts.proxpi_threads,
+        nginx_workers=opts.nginx_workers,
+        loader=opts.loader,
+        work=work,
+    )
+
+
+async def _bounded(opts: Options, work: Path) -> dict[str, Any]:
+    """The whole run under the total deadline; SIGTERM cancels it (so servers get stopped)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    async with asyncio.timeout(opts.total_deadline_s):
+        return await bench(opts, work)
+
+
+# -- what the run ran on ------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "arch": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024**2, 1)
+                break
+    except OSError:
+        pass
+    return info
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything measured or measuring (best effort: "" when unknown)."""
+    out: dict[str, str] = {"python": platform.python_version()}
+    for dist in ("aiohttp", "pypi-mirror"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[dist] = importlib.metadata.version(dist)
+    python = PEERS_BIN / "python"
+    if python.exists():
+        code = (
+            "import importlib.metadata as m\n"
+            "for d in ('proxpi', 'gunicorn', 'devpi-server', 'bandersnatch'):\n"
+            "    try: print(d, m.version(d))\n"
+            "    except m.PackageNotFoundError: pass\n"
+        )
+        for line in command_output([str(python), "-c", code]).splitlines():
+            dist, _, version = line.partition(" ")
+            out[dist] = version
+    if NGINX is not None:
+        out["nginx"] = command_output([NGINX, "-v"]).rsplit("/", 1)[-1]
+    if WRK is not None:
+        first = command_output([WRK, "-v"]).splitlines()
+        words = first[0].split() if first else []
+        out["wrk"] = words[1].rsplit("/", 1)[-1] if len(words) > 1 else ""
+    out["bandersnatch"] = out.get("bandersnatch") or bandersnatch_version()
+    out["pip"] = pip_version()
+    out["uv"] = uv_version().split(" ")[0]
+    return {k: v for k, v in out.items() if v}
+
+
+def code_state() -> dict[str, Any]:
+    commit = command_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", str(REPO), "status", "--porcelain", "--", "mirror"])
+    return {"commit": commit, "mirror_dirty": bool(dirty.strip())}
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def print_document(document: dict[str, Any], results_md: Path | None) -> None:
+    """The tables, what is worth a look, the targets; and the Markdown file."""
+    results = document["results"]
+    print()
+    print(report.render(results))
+    problems = report.problems(results) + [
+        f"{phase}: {error}" for phase, error in (results.get("errors") or {}).items()
+    ]
+    if problems:
+        print("\nworth a look:\n" + "\n".join(f"  {line}" for line in problems))
+    print("\ntargets (reported, not asserted):\n" + report.render_targets(document["targets"]))
+    if results_md is not None:
+        results_md.parent.mkdir(parents=True, exist_ok=True)
+        results_md.write_text(results_markdown(document))
+        print(f"\nwrote {results_md}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.from_json is not None:
+        document = json.loads(opts.from_json.read_text())
+        document["targets"] = report.check_targets(document["results"])
+        document["ratios"] = report.ratios(document["results"])
+        print_document(document, opts.results_md)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="pypi-mirror-bench-"))
-    opts = dataclasses.replace(parse_args(argv), work=work)
     started = time.time()
     load_before = [round(x, 2) for x in os.getloadavg()]
     if load_before[0] > 0.5 * (os.cpu_count() or 1):
@@ -504,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         results = asyncio.run(_bounded(opts, work))
-    except (ServerError, TimeoutError) as exc:
+    except (BenchError, TimeoutError) as exc:
         print(f"[bench] failed: {exc!r}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -517,42 +417,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     checked = report.check_targets(results)
     seconds = round(time.time() - started, 1)
+    options = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in asdict(opts).items()
+        if k not in ("spec", "sync_spec")
+    }
     document: dict[str, Any] = {
         "meta": {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
             "seconds": seconds,
+            "argv": list(sys.argv[1:] if argv is None else argv),
             "loadavg_before": load_before,
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "versions": peer_versions(),
-            "corpus": asdict(opts.spec),
-            "options": {
-                k: (str(v) if isinstance(v, Path) else v)
-                for k, v in asdict(opts).items()
-                if k not in ("spec", "work")
-            },
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "machine": machine(),
+            "versions": versions(),
+            "code": code_state(),
+            "corpus": asdict(opts.spec) if {"pull", "install"} & set(opts.phases) else {},
+            "sync_corpus": asdict(opts.sync_spec) if "sync" in opts.phases else {},
+            "options": options,
         },
         "results": results,
-        "ratios_ours_over_peer": report.ratios(results),
+        "ratios": report.ratios(results),
         "targets": checked,
     }
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    print()
-    print(report.render(results))
-    errors = report.render_errors(results)
-    if errors:
-        print("\nanswers worth a look (errors, bad digests, redirects, deadlines):\n" + errors)
-    print("\ntargets (reported, not asserted):\n" + report.render_targets(checked))
-    print(f"\nraw numbers: {opts.out} ({seconds}s)")
+    opts.out.write_text(json.dumps(document, indent=2) + "\n")
+    print_document(document, opts.results_md)
+    print(f"raw numbers: {opts.out} ({seconds}s)")
     return 0
-
-
-async def _bounded(opts: Options, work: Path) -> dict[str, Any]:
-    """The whole run under the total deadline; SIGTERM cancels it (so servers get stopped)."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    async with asyncio.timeout(opts.total_deadline_s):
-        return await bench(opts, work)

@@ -1,4 +1,4 @@
-"""``make bench``: ``python bench/run.py [--quick] [--peers ours,nginx,proxpi,devpi]``.
+"""``make bench``: ``python bench/run.py [--quick] [--phases pull,install,sync,scale]``.
 
 Run from anywhere; the repository root is put on ``sys.path`` so that ``bench`` and
 ``tests.fakepypi`` import. See :mod:`bench.main`.

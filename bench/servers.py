@@ -25,17 +25,17 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.procs import REPO, BenchError
 from tests.nginx_support import nginx_config
 
-REPO = Path(__file__).resolve().parent.parent
 PEERS_BIN = REPO / "bench" / ".venv-peers" / "bin"
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
 )
 
 
-class ServerError(RuntimeError):
-    """A server did not start or could not be configured."""
+#: A server did not start or could not be configured.
+ServerError = BenchError
 
 
 def free_port() -> int:
@@ -133,7 +133,7 @@ async def wait_ready(
                 async with session.get(url) as resp:
                     if any_status or resp.status == 200:
                         return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
     await server.stop()
     raise ServerError(f"{server.name} not ready after {timeout_s}s:\n{server.log_tail()}")
 
@@ -141,36 +141,92 @@ async def wait_ready(
 # -- ours ---------------------------------------------------------------------------------
 
 
-async def start_ours(work: Path, upstream_url: str) -> Server:
-    """The daemon, from the project's own interpreter, quiet (log level warning)."""
+def ours_config(
+    path: Path,
+    data: Path,
+    upstream_url: str,
+    *,
+    port: int | None = None,
+    serve: dict[str, object] | None = None,
+    sync: dict[str, object] | None = None,
+) -> Path:
+    """Write a config for the daemon: ``data`` as storage, quiet JSON logs, and the given
+    ``[serve]`` / ``[sync]`` keys (values as TOML literals: ints, bools, quoted strings)."""
+
+    def literal(value: object) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return str(value)
+        return json.dumps(str(value))
+
+    serve_keys = dict(serve or {})
+    if port is not None:
+        serve_keys["listen"] = f"127.0.0.1:{port}"
+    lines = [
+        "[storage]",
+        f"path = {literal(str(data))}",
+        "",
+        "[upstream]",
+        f"url = {literal(upstream_url)}",
+        "file-hosts = []",
+        "",
+        "[serve]",
+        *(f"{k} = {literal(v)}" for k, v in serve_keys.items()),
+        "",
+        "[sync]",
+        *(f"{k} = {literal(v)}" for k, v in (sync or {}).items()),
+        "",
+        "[log]",
+        'level = "warning"',
+        'format = "json"',
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+async def start_ours(
+    work: Path,
+    upstream_url: str,
+    *,
+    name: str = "ours",
+    data: Path | None = None,
+    serve: dict[str, object] | None = None,
+    sync: dict[str, object] | None = None,
+    timeout_s: float = 60.0,
+) -> Server:
+    """The daemon, from the project's own interpreter, quiet (log level warning).
+
+    ``data``: its storage root (default ``work/ours-data``, kept between starts: a second
+    start over it serves what the first cached). ``serve``/``sync``: extra config keys.
+    """
     port = free_port()
-    data = work / "ours-data"
-    config = work / "ours.toml"
-    config.write_text(
-        f'[storage]\npath = "{data}"\n\n'
-        f'[upstream]\nurl = "{upstream_url}"\nfile-hosts = []\n\n'
-        f'[serve]\nlisten = "127.0.0.1:{port}"\n\n'
-        '[log]\nlevel = "warning"\nformat = "json"\n'
+    data = data if data is not None else work / "ours-data"
+    config = ours_config(
+        work / f"{name}.toml", data, upstream_url, port=port, serve=serve, sync=sync
     )
     argv = [sys.executable, "-m", "mirror", "serve", "-c", str(config)]
     base = f"http://127.0.0.1:{port}/"
+    log = work / "logs" / f"{name}.log"
     server = Server(
-        "ours",
-        await _spawn("ours", argv, work / "logs" / "ours.log"),
+        name,
+        await _spawn(name, argv, log),
         base,
         base + "simple/",
-        work / "logs" / "ours.log",
-        {"web_root": str(data / "web"), "port": port},
+        log,
+        {"web_root": str(data / "web"), "port": port, "config": {"serve": serve or {}}},
     )
-    await wait_ready(server, "/health")
+    await wait_ready(server, "/health", timeout_s=timeout_s)
     return server
 
 
 # -- nginx (static upper bound) -------------------------------------------------------------
 
 
-async def start_nginx(work: Path, web_root: Path, daemon_port: int) -> Server:
-    """nginx on deploy/nginx.conf over ours' web root (misses would go to the daemon)."""
+async def start_nginx(work: Path, web_root: Path, daemon_port: int, workers: int = 1) -> Server:
+    """nginx on deploy/nginx.conf over ours' web root (misses would go to the daemon), with
+    ``workers`` worker processes (tests/nginx_support.py writes 1)."""
     if NGINX is None:
         raise ServerError("nginx is not installed")
     port = free_port()
@@ -179,11 +235,14 @@ async def start_nginx(work: Path, web_root: Path, daemon_port: int) -> Server:
         conf = nginx_config(tmp, web_root, daemon_port, port, access_log=False)
     except ValueError as exc:
         raise ServerError(str(exc)) from exc
+    text = conf.read_text()
+    if workers != 1 and "worker_processes 1;" in text:
+        conf.write_text(text.replace("worker_processes 1;", f"worker_processes {workers};"))
     log = work / "logs" / "nginx.log"
     await _run([NGINX, "-t", "-c", str(conf), "-e", str(tmp / "error.log")], log)
     proc = await _spawn("nginx", [NGINX, "-c", str(conf), "-e", str(tmp / "error.log")], log)
     base = f"http://127.0.0.1:{port}/"
-    server = Server("nginx", proc, base, base + "simple/", log, {"worker_processes": 1})
+    server = Server("nginx", proc, base, base + "simple/", log, {"worker_processes": workers})
     await wait_ready(server, "/simple/", any_status=True)
     return server
 
@@ -191,15 +250,18 @@ async def start_nginx(work: Path, web_root: Path, daemon_port: int) -> Server:
 # -- proxpi ---------------------------------------------------------------------------------
 
 
-async def start_proxpi(work: Path, upstream_url: str, threads: int) -> Server:
-    """proxpi under gunicorn (one worker, ``threads`` threads), as its Dockerfile runs it."""
+async def start_proxpi(
+    work: Path, upstream_url: str, threads: int, *, name: str = "proxpi"
+) -> Server:
+    """proxpi under gunicorn (one worker, ``threads`` threads), as its Dockerfile runs it;
+    its cache in ``work/<name>-cache`` (a new ``name`` is a new, empty cache)."""
     gunicorn = PEERS_BIN / "gunicorn"
     if not gunicorn.exists():
         raise ServerError(f"{gunicorn} missing: `make bench` installs the peers")
     port = free_port()
     env = {
         "PROXPI_INDEX_URL": upstream_url.rstrip("/") + "/simple/",
-        "PROXPI_CACHE_DIR": str(work / "proxpi-cache"),
+        "PROXPI_CACHE_DIR": str(work / f"{name}-cache"),
         "PROXPI_LOGGING_LEVEL": "WARNING",
         "PROXPI_BINARY_FILE_MIME_TYPE": "1",
     }
@@ -215,11 +277,11 @@ async def start_proxpi(work: Path, upstream_url: str, threads: int) -> Server:
         "--no-control-socket",
         "proxpi.server:app",
     ]
-    log = work / "logs" / "proxpi.log"
+    log = work / "logs" / f"{name}.log"
     base = f"http://127.0.0.1:{port}/"
     server = Server(
-        "proxpi",
-        await _spawn("proxpi", argv, log, env),
+        name,
+        await _spawn(name, argv, log, env),
         base,
         base + "index/",
         log,
@@ -323,6 +385,21 @@ def _children(pid: int) -> list[int]:
         if len(fields) > 1 and int(fields[1]) == pid:
             kids.append(int(entry.name))
     return kids
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo and len(out) < 1000:
+        current = todo.pop()
+        if Path(f"/proc/{current}").exists():
+            out.append(current)
+            todo.extend(_children(current))
+    return out
+
+
+def current_rss(pid: int) -> int:
+    """VmRSS (resident now) of ``pid`` and its descendants, summed, in bytes."""
+    return sum(_status_field(p, "VmRSS") or 0 for p in _tree(pid))
 
 
 def peak_rss(pid: int) -> dict[str, object]:
