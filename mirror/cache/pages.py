@@ -140,7 +140,7 @@ class PageCache:
         if result.verdict is PageVerdict.GONE:
             self._served.pop(project, None)
             if not self.keeper.excluded(project):
-                await self.storage.write_bytes(layout.state_negative(project), b"")
+                await self.storage.write_bytes(layout.state_negative(project), b"", durable=False)
         elif result.record is not None:
             self._remember(project, result.record)
         return result

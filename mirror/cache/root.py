@@ -129,7 +129,7 @@ class RootCache:
         return CacheResult.REVALIDATED if meta else CacheResult.MISS
 
     async def _write_meta(self, meta: PageMeta) -> None:
-        await self.storage.write_bytes(layout.ROOT_META, meta.dump())
+        await self.storage.write_bytes(layout.ROOT_META, meta.dump(), durable=False)
 
     async def build_from_local(self) -> int:
         """Offline without an upstream root: list the projects that have pages here."""

@@ -122,7 +122,7 @@ class PageStore:
         return record
 
     async def write_record(self, project: str, record: ProjectRecord) -> None:
-        await self.storage.write_bytes(layout.project_record(project), record.dump())
+        await self.storage.write_bytes(layout.project_record(project), record.dump(), durable=False)
         self._changed(project)
 
     # -- the JSON API ---------------------------------------------------------------------
@@ -137,10 +137,14 @@ class PageStore:
         self, project: str, version: str | None, body: bytes, meta: JsonApiMeta
     ) -> None:
         await self.storage.write_bytes(layout.json_api_rel(project, version), body)
-        await self.storage.write_bytes(layout.json_api_meta(project, version), meta.dump())
+        await self.storage.write_bytes(
+            layout.json_api_meta(project, version), meta.dump(), durable=False
+        )
 
     async def write_json_meta(self, project: str, version: str | None, meta: JsonApiMeta) -> None:
-        await self.storage.write_bytes(layout.json_api_meta(project, version), meta.dump())
+        await self.storage.write_bytes(
+            layout.json_api_meta(project, version), meta.dump(), durable=False
+        )
 
     async def remove_json(self, project: str, version: str | None) -> None:
         await self.storage.delete(layout.json_api_rel(project, version))

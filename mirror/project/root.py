@@ -142,5 +142,6 @@ async def rebuild_root(storage: Storage, serial: int | None) -> int:
                 yield [RootEntry(name, value) for name, value in records]
 
         count = await write_root(storage, entries(), serial)
-    await storage.write_bytes(layout.ROOT_META, PageMeta(time.time(), None, serial).dump())
+    meta = PageMeta(time.time(), None, serial)
+    await storage.write_bytes(layout.ROOT_META, meta.dump(), durable=False)
     return count

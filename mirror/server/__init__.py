@@ -1,5 +1,2 @@
-"""The aiohttp application: routes, pull-through, file serving, metrics, health."""
-
-from mirror.server.app import create_app
-
-__all__ = ["create_app"]
+"""The aiohttp application (``server.app.create_app``): routes, pull-through, file serving,
+metrics, health; and ``serve`` itself (``server.run``), alone or as a supervisor of workers."""

@@ -27,8 +27,11 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
     """The services; the primary process (the only one, or worker 0) also runs the
     evictor and the changelog follower."""
     config = app[CONFIG]
-    async with open_services(config, app[STORAGE], metrics=app[METRICS]) as svc:
+    storage = app[STORAGE]
+    storage.defer_renames()
+    async with open_services(config, storage, metrics=app[METRICS]) as svc:
         app[SERVICES].append(svc)
+        barriers = asyncio.create_task(_barriers(storage))
         evictor_task = None
         if primary and svc.evictor is not None:
             evictor_task = asyncio.create_task(svc.evictor.run())
@@ -38,6 +41,9 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
         try:
             yield
         finally:
+            barriers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await barriers
             if svc.follower is not None:
                 await svc.follower.stop()
             if evictor_task is not None:
@@ -45,6 +51,24 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
                 with contextlib.suppress(asyncio.CancelledError):
                     await evictor_task
             app[SERVICES].clear()
+
+
+BARRIER_INTERVAL = 1.0
+
+
+async def _barriers(storage: Storage) -> None:
+    """Make the renames of this process durable once a second (and at the end): what a
+    power loss can take back of pull-through is at most a second of re-fetchable work."""
+    try:
+        while True:
+            await asyncio.sleep(BARRIER_INTERVAL)
+            try:
+                await storage.barrier()
+            except OSError as exc:
+                log.warning("storage_barrier_failed", error=str(exc))
+    finally:
+        with contextlib.suppress(OSError):
+            await storage.barrier()
 
 
 def create_app(

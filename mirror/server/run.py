@@ -10,13 +10,10 @@ import asyncio
 import sys
 
 import structlog
-from aiohttp import web
 
 from mirror.config import Config, TufMode
 from mirror.errors import StorageError
 from mirror.log import get_logger
-from mirror.server.app import create_app
-from mirror.server.middleware import runner_options
 from mirror.server.workers import Supervisor, check_address, worker_count
 
 log = get_logger("mirror.cli")
@@ -39,6 +36,10 @@ def serve(config: Config, *, worker: int | None = None) -> int:
         workers = worker_count(config)
         if workers > 1:
             return _supervise(config, workers)
+    # Imported here: the supervisor never runs the app, and stays small.
+    from mirror.server.app import create_app
+    from mirror.server.middleware import runner_options
+
     try:
         app = create_app(config, worker=worker)
     except StorageError as exc:
@@ -48,6 +49,8 @@ def serve(config: Config, *, worker: int | None = None) -> int:
     else:
         structlog.contextvars.bind_contextvars(worker=worker)  # on every line it logs
         log.info("worker_started")
+    from aiohttp import web
+
     web.run_app(
         app,
         host=config.serve.host,

@@ -135,7 +135,10 @@ class Storage(Protocol):
 
     async def open_read(self, rel: str) -> ByteReader | None: ...
 
-    async def write_bytes(self, rel: str, data: bytes) -> None: ...
+    async def write_bytes(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Atomically replace ``rel`` with ``data``. ``durable=False``: bookkeeping that can
+        be derived again — after a power loss it may be older, or torn (then it reads as
+        unusable and is rebuilt); a reader never sees it half-written."""
 
     def writer(self, rel: str, *, claim: Claim | None = None) -> AtomicWriter:
         """A write of ``rel``; with ``claim``, processes that ``follow(rel)`` see it."""
@@ -168,6 +171,12 @@ class Storage(Protocol):
         """Within it (this task and the tasks it starts), committed files' bytes are still
         durable before they are visible, but their names (the renames, links) only at the
         next ``barrier``: one directory sync per batch instead of one per file."""
+
+    def defer_renames(self) -> None:
+        """From now on, in this process, every rename is made durable at the next
+        ``barrier`` only, as within ``deferred_durability`` (``serve``: what pull-through
+        writes can be fetched again, and its periodic barrier bounds what a power loss
+        may take back; the bytes of every file are still durable before its rename)."""
 
     async def barrier(self) -> None:
         """Make every commit and link done so far durable, names included."""

@@ -232,10 +232,12 @@ class FileSystemWriter:
         while view:
             view = view[os.write(fd, view) :]
 
-    def _finish(self, deferred: bool) -> list[Path]:
-        """The bytes made durable, then renamed into place (blocking)."""
+    def _finish(self, deferred: bool, durable: bool = True) -> list[Path]:
+        """The bytes made durable (unless ``durable`` is off), then renamed into place
+        (blocking)."""
         fd = self._open()
-        os.fdatasync(fd)
+        if durable:
+            os.fdatasync(fd)
         self._fd = None
         os.close(fd)
         changed = _move_into_place(self._temp, self._dest)
@@ -265,7 +267,7 @@ class FileSystemWriter:
         return None if handle is None or self._aborted else _FileReader(handle)
 
     async def commit(self) -> None:
-        deferred = _DEFERRED.get()
+        deferred = self._storage._deferred()
         changed = await _blocking(self._finish, deferred)
         self._committed = True
         if deferred:
@@ -379,6 +381,7 @@ class FileSystemStorage:
         self._claims = self._tmp / "claims"
         #: Directories whose entries deferred commits changed since the last barrier.
         self._dirty: set[Path] = set()
+        self._always_deferred = False
 
     @classmethod
     def open(cls, root: Path) -> FileSystemStorage:
@@ -435,6 +438,13 @@ class FileSystemStorage:
             yield
         finally:
             _DEFERRED.reset(token)
+
+    def defer_renames(self) -> None:
+        """From now on every rename in this process waits for a ``barrier``."""
+        self._always_deferred = True
+
+    def _deferred(self) -> bool:
+        return self._always_deferred or _DEFERRED.get()
 
     def dirtied(self, directories: Iterable[Path]) -> None:
         self._dirty.update(directories)
@@ -509,14 +519,14 @@ class FileSystemStorage:
         handle = await _blocking(_open_first, [self.file(rel)])
         return None if handle is None else _FileReader(handle)
 
-    async def write_bytes(self, rel: str, data: bytes) -> None:
+    async def write_bytes(self, rel: str, data: bytes, *, durable: bool = True) -> None:
         writer = self.writer(rel)
-        deferred = _DEFERRED.get()
+        deferred = self._deferred() or not durable
 
         def write() -> list[Path]:  # one executor hop: write, sync, rename
             try:
                 writer._write(data)
-                return writer._finish(deferred)
+                return writer._finish(deferred, durable)
             except BaseException:
                 writer._drop()
                 raise
@@ -538,7 +548,7 @@ class FileSystemStorage:
     async def link(self, src: str, dest: str) -> None:
         source, target = self.file(src), self.file(dest)
         temp = self.temp_path(target.name)
-        deferred = _DEFERRED.get()
+        deferred = self._deferred()
 
         def link() -> list[Path]:
             try:

@@ -157,4 +157,4 @@ class ChangelogFollower:
         return int(text) if text.isdigit() else None
 
     async def _save_cursor(self, serial: int) -> None:
-        await self.storage.write_bytes(layout.CACHE_CURSOR, f"{serial}\n".encode())
+        await self.storage.write_bytes(layout.CACHE_CURSOR, f"{serial}\n".encode(), durable=False)
