@@ -13,22 +13,18 @@ removed meanwhile sees that its descriptor no longer names the path, and tries a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
-T = TypeVar("T")
+from mirror.storage.fileio import FileReader, blocking
 
 _ATTEMPTS = 10
 
 
-async def _blocking(fn: Callable[..., T], *args: object) -> T:
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def claim_path(directory: Path, rel: str) -> Path:
@@ -58,7 +54,7 @@ class FileClaim:
             self._path.parent.rmdir()
 
     async def release(self) -> None:
-        await _blocking(self._release)
+        await blocking(self._release)
 
 
 def take_claim(directory: Path, rel: str) -> FileClaim | None:
@@ -111,7 +107,7 @@ class FileFollow:
 
     async def active(self) -> bool:
         """Does the writer still hold its claim?"""
-        return await _blocking(self._active)
+        return await blocking(self._active)
 
     def _written(self) -> int:
         for path in (self.temp, self.dest):
@@ -121,7 +117,7 @@ class FileFollow:
 
     async def written(self) -> int:
         """Bytes written so far (the whole file once it is committed)."""
-        return await _blocking(self._written)
+        return await blocking(self._written)
 
     def _open(self) -> IO[bytes] | None:
         for path in (self.temp, self.dest):
@@ -131,7 +127,7 @@ class FileFollow:
 
     async def open_handle(self) -> IO[bytes] | None:
         """The bytes written so far (and the rest as they come), or None."""
-        return await _blocking(self._open)
+        return await blocking(self._open)
 
     async def close(self) -> None:
         if self._fd is not None:
@@ -159,17 +155,6 @@ def find_follow(directory: Path, rel: str, dest: Path) -> FileFollow | None:
     return None
 
 
-class _HandleReader:
-    def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
-
-    async def read(self, size: int) -> bytes:
-        return await _blocking(self._handle.read, size)
-
-    async def close(self) -> None:
-        await _blocking(self._handle.close)
-
-
 class FileSystemFollow:
     """The ``Follow`` of the filesystem backend."""
 
@@ -182,9 +167,9 @@ class FileSystemFollow:
     async def written(self) -> int:
         return await self._follow.written()
 
-    async def open_reader(self) -> _HandleReader | None:
+    async def open_reader(self) -> FileReader | None:
         handle = await self._follow.open_handle()
-        return None if handle is None else _HandleReader(handle)
+        return None if handle is None else FileReader(handle)
 
     async def close(self) -> None:
         await self._follow.close()

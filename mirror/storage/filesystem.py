@@ -40,6 +40,7 @@ from mirror.storage.claims import (
     sweep_claims,
     take_claim,
 )
+from mirror.storage.fileio import FileReader
 
 T = TypeVar("T")
 
@@ -178,17 +179,6 @@ def _move_into_place(temp: Path, dest: Path) -> list[Path]:
     return changed
 
 
-class _FileReader:
-    def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
-
-    async def read(self, size: int) -> bytes:
-        return await _blocking(self._handle.read, size)
-
-    async def close(self) -> None:
-        await _blocking(self._handle.close)
-
-
 def _open_first(paths: list[Path]) -> IO[bytes] | None:
     for path in paths:
         try:
@@ -260,11 +250,11 @@ class FileSystemWriter:
     async def flush(self) -> None:
         """Nothing to do: writes are not buffered here."""
 
-    async def open_reader(self) -> _FileReader | None:
+    async def open_reader(self) -> FileReader | None:
         # An open descriptor of the temp file keeps reading the same bytes after the rename.
         paths = [self._dest] if self._committed else [self._temp, self._dest]
         handle = await _blocking(_open_first, paths)
-        return None if handle is None or self._aborted else _FileReader(handle)
+        return None if handle is None or self._aborted else FileReader(handle)
 
     async def commit(self) -> None:
         deferred = self._storage._deferred()
@@ -515,9 +505,9 @@ class FileSystemStorage:
 
         return await _blocking(read)
 
-    async def open_read(self, rel: str) -> _FileReader | None:
+    async def open_read(self, rel: str) -> FileReader | None:
         handle = await _blocking(_open_first, [self.file(rel)])
-        return None if handle is None else _FileReader(handle)
+        return None if handle is None else FileReader(handle)
 
     async def write_bytes(self, rel: str, data: bytes, *, durable: bool = True) -> None:
         writer = self.writer(rel)
