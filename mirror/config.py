@@ -123,6 +123,13 @@ class ServeConfig:
     listen: str = field(default="127.0.0.1:8080", metadata=_kind("listen"))
     index_ttl: int = field(default=600, metadata=_kind("int", minimum=0))
     negative_ttl: int = field(default=60, metadata=_kind("int", minimum=0))
+    # Seconds a request for a stale cached page (JSON API answer, root list) waits on its
+    # revalidation before the stored copy is served; the revalidation goes on.
+    revalidate_timeout: float = field(default=2.0, metadata=_kind("float", minimum=0))
+    # Upstream failures in a row after which stored copies are served at once (the
+    # circuit breaker opens), and the seconds before its first probe (doubling); 0 = never.
+    breaker_failures: int = field(default=3, metadata=_kind("int", minimum=0, maximum=1000))
+    breaker_backoff: float = field(default=10.0, metadata=_kind("float", minimum=0.1))
     offline: bool = field(default=False, metadata=_kind("bool"))
     # Project pages held in memory, ready to send (bytes; 0 = always read from disk).
     page_memory: int = field(default=64 * 1024**2, metadata=_kind("size"))
@@ -130,6 +137,9 @@ class ServeConfig:
     file_memory: int = field(default=64 * 1024**2, metadata=_kind("size"))
     # Processes sharing the listening port (SO_REUSEPORT); 0 = one per core.
     workers: int = field(default=0, metadata=_kind("int", minimum=0, maximum=256))
+    # Seconds SIGTERM leaves requests and downloads in progress to finish; then the rest
+    # is answered 503 (or cut off, if its answer had begun) and the process exits.
+    shutdown_grace: float = field(default=10.0, metadata=_kind("float", minimum=0, maximum=3600))
 
     @property
     def host(self) -> str:
@@ -147,12 +157,15 @@ class CacheConfig:
 
 
 PLATFORMS = ("windows", "macos", "freebsd", "linux")
+#: ``[sync] interval`` when not set in ``mode = "cache"``: one changelog call a minute.
+CACHE_FOLLOW_INTERVAL = 60
 
 
 @dataclass(frozen=True)
 class SyncConfig:
-    # Seconds between changelog polls inside `serve`; 0 = off.
-    interval: int = field(default=0, metadata=_kind("int", minimum=0))
+    # Seconds between changelog polls inside `serve`; 0 = off. Not set: 60 in mode =
+    # "cache" (a pull-through cache follows the changelog out of the box), 0 in "mirror".
+    interval: int = field(default=-1, metadata=_kind("int", minimum=0))
     # "cache": refresh/drop only projects already cached; "mirror": full (filtered) mirror.
     mode: SyncMode = field(default=SyncMode.CACHE, metadata=_kind("enum", enum=SyncMode))
     workers: int = field(default=8, metadata=_kind("int", minimum=1, maximum=256))
@@ -168,6 +181,11 @@ class SyncConfig:
     max_file_size: int = field(default=0, metadata=_kind("size"))
     # Retries of a page whose X-PyPI-Last-Serial lags the changelog, before deferring it.
     stale_retries: int = field(default=3, metadata=_kind("int", minimum=0, maximum=20))
+
+    def __post_init__(self) -> None:
+        if self.interval < 0:  # not set: the mode's default
+            default = CACHE_FOLLOW_INTERVAL if self.mode is SyncMode.CACHE else 0
+            object.__setattr__(self, "interval", default)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,18 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",  # set by the one process that runs the evictor
         )
+        self.breaker_open = Gauge(
+            "pypi_mirror_upstream_breaker_open",
+            "1 while the upstream circuit breaker is open (or probing): stored copies are "
+            "served without asking upstream",
+            registry=self.registry,
+            multiprocess_mode="livemax",  # open in any live worker
+        )
+        self.breaker_openings = Counter(
+            "pypi_mirror_upstream_breaker_openings",
+            "Times the upstream circuit breaker opened after repeated upstream failures",
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "pypi_mirror_request_seconds", "Request duration", ["route"], registry=self.registry
         )

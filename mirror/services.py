@@ -9,6 +9,7 @@ for ``sync`` and for the tests, so they all fetch, verify and write projects ali
                                                         │             └─ JsonApiCache
                                                         └─ (sync) SyncEngine, ChangelogFollower
     RootCache, Evictor ([cache] max-size, serve only)
+    CircuitBreaker: shared by PageCache, JsonApiCache and RootCache (one upstream)
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from mirror.cache.breaker import CircuitBreaker
 from mirror.cache.eviction import Evictor
 from mirror.cache.files import FileCache
+from mirror.cache.flights import RetryAwareClient
 from mirror.cache.hot import FILE_ENTRY_LIMIT, HotBytes, file_bytes, page_bytes
 from mirror.cache.jsonapi import JsonApiCache
 from mirror.cache.pages import PageCache
@@ -58,6 +61,7 @@ class Services:
     root: RootCache
     hot_pages: HotBytes
     hot_files: HotBytes
+    breaker: CircuitBreaker
     upstream: UpstreamClient | None = None
     trust: TufTrust | None = None
     evictor: Evictor | None = None
@@ -101,10 +105,13 @@ async def open_services(
     metrics = metrics or Metrics()
     offline = purpose is Purpose.SERVE and config.serve.offline
     session = None if offline else UpstreamClient.make_session(config.upstream)
-    upstream = None if session is None else UpstreamClient(config.upstream, session)
+    # The client tells a request waiting on a revalidation when an attempt failed, so
+    # that its retries go on in the background (cache.flights).
+    upstream = None if session is None else RetryAwareClient(config.upstream, session)
     trust: TufTrust | None = None
     keeper: ProjectKeeper | None = None
     files: FileStore | None = None
+    caches: list[PageCache | JsonApiCache | RootCache | CircuitBreaker] = []
     try:
         if session is not None and config.tuf.mode is TufMode.VERIFY:
             # python-tuf is imported only when trust is on (it is the largest import).
@@ -128,11 +135,35 @@ async def open_services(
             filters_from_config(config),
             file_workers=config.sync.file_workers,
         )
+        breaker = CircuitBreaker(
+            threshold=config.serve.breaker_failures,
+            backoff=config.serve.breaker_backoff,
+            probe_timeout=config.upstream.timeout,
+            metrics=metrics,
+        )
+        # A request waits this long on the upstream for what is held, and at most
+        # [upstream] timeout for what is not (the client's retries go on behind it).
+        revalidate_timeout = config.serve.revalidate_timeout
+        miss_timeout = config.upstream.timeout
         pages = PageCache(
             keeper,
             ttl=_page_ttl(config, purpose),
             negative_ttl=config.serve.negative_ttl,
+            revalidate_timeout=revalidate_timeout,
+            miss_timeout=miss_timeout,
+            breaker=breaker,
         )
+        jsonapi = JsonApiCache(pages)
+        root = RootCache(
+            storage,
+            upstream,
+            ttl=_page_ttl(config, purpose),
+            revalidate_timeout=revalidate_timeout,
+            miss_timeout=miss_timeout,
+            breaker=breaker,
+        )
+        # Closed first: what they have in flight is cancelled before the session closes.
+        caches += [pages, jsonapi, root, breaker]
         evictor = None
         file_cache = FileCache(pages)
         if purpose is Purpose.SERVE and config.cache.max_size:
@@ -163,15 +194,18 @@ async def open_services(
             keeper=keeper,
             pages=pages,
             files=file_cache,
-            jsonapi=JsonApiCache(pages),
-            root=RootCache(storage, upstream, ttl=_page_ttl(config, purpose)),
+            jsonapi=jsonapi,
+            root=root,
             hot_pages=hot_pages,
             hot_files=hot_files,
+            breaker=breaker,
             upstream=upstream,
             trust=trust,
             evictor=evictor,
         )
     finally:
+        for cache in caches:
+            await cache.close()
         if keeper is not None:
             await keeper.close()
         if files is not None:

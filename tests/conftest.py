@@ -108,6 +108,9 @@ async def make_mirror(tmp_path: Path, upstream: FakePyPI) -> AsyncIterator[Mirro
             "storage": {"path": str(storage or tmp_path / "mirror-data")},
             "upstream": {"url": upstream.url, "file-hosts": [], "timeout": 5.0, "retries": 1},
             "serve": {"listen": "127.0.0.1:0", "index-ttl": 600},
+            # No changelog follower (the default in cache mode) unless a test asks for one:
+            # tests count the upstream's requests.
+            "sync": {"interval": 0},
         }
         config = config_from_mapping(merge(base, settings or {}), source="test", env={})
         mirror = RunningMirror(config, free_port(), session=session)

@@ -2,13 +2,17 @@
 
 An answer is as fresh as its project's page: it is used while it was cut to the page as
 held now, and fetched again (conditionally) after the page was. What it lists is what the
-page lists (``project.jsonapi.JsonApiStore.refresh``).
+page lists (``project.jsonapi.JsonApiStore.refresh``). Waits are bounded as for pages
+(``cache.flights``): a held answer is served when its refresh has not answered within
+``revalidate-timeout``, or at once when the page itself was just served stale or the
+circuit breaker is open.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable
 
+from mirror.cache.flights import Flights
 from mirror.cache.pages import CacheResult, PageCache
 from mirror.core import layout
 from mirror.errors import UpstreamError, UpstreamNotFound
@@ -22,14 +26,18 @@ class JsonApiCache:
     def __init__(self, pages: PageCache) -> None:
         self.pages = pages
         self.keeper = pages.keeper
-        self._inflight: dict[str, asyncio.Task[JsonResult]] = {}
+        self.flights: Flights[JsonResult] = Flights(
+            pages.breaker,
+            revalidate_timeout=pages.flights.revalidate_timeout,
+            miss_timeout=pages.flights.miss_timeout,
+        )
 
     async def ensure(self, project: str, version: str | None) -> CacheResult:
         """Make the answer servable from ``layout.json_api_rel(project, version)``.
 
         Raises UpstreamNotFound when the project or version is unknown or not kept.
         """
-        await self.pages.ensure(project)
+        page_result = await self.pages.ensure(project)
         rel = layout.json_api_rel(project, version)
         present = await self.keeper.storage.exists(rel)
         if self.pages.offline:
@@ -47,13 +55,22 @@ class JsonApiCache:
             and meta.filters == self.keeper.filters_fingerprint
         ):
             return CacheResult.HIT
-        task = self._inflight.get(rel)
-        if task is None:
-            task = asyncio.create_task(self.keeper.json_api.refresh(project, version, record))
-            self._inflight[rel] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(rel, None))
+
+        def operation() -> Awaitable[JsonResult]:
+            return self.keeper.json_api.refresh(project, version, record)
+
+        what = f"pypi/{project}/{version + '/' if version else ''}json"
         try:
-            result = await asyncio.shield(task)
+            if not present:
+                result = await self.flights.fetch(rel, operation, what)
+            elif page_result is CacheResult.STALE:
+                # The upstream failed (or is slow) for this project's page just now.
+                return CacheResult.STALE
+            else:
+                answer = await self.flights.revalidate(rel, operation, what)
+                if answer is None:
+                    return CacheResult.STALE
+                result = answer
         except UpstreamNotFound:
             raise
         except UpstreamError as exc:
@@ -62,3 +79,6 @@ class JsonApiCache:
             log.warning("upstream_stale_served", project=project, version=version, error=str(exc))
             return CacheResult.STALE
         return CacheResult.MISS if result is JsonResult.MISS else CacheResult.REVALIDATED
+
+    async def close(self) -> None:
+        await self.flights.close()

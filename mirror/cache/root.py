@@ -3,15 +3,19 @@ root, never held whole, revalidated after ``index-ttl``.
 
 PyPI's root lists about 600,000 projects (30 MB); it is parsed incrementally and written
 by ``project.root.RootWriter``, all forms committed together once the whole list arrived.
-An offline mirror without an upstream list lists the projects it holds.
+An offline mirror without an upstream list lists the projects it holds. Waits are bounded
+as for pages (``cache.flights``): a held list is served when its revalidation has not
+answered within ``revalidate-timeout`` (or at once while the circuit breaker is open); a
+first fetch waits ``[upstream] timeout`` at most.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+from mirror.cache.breaker import CircuitBreaker
+from mirror.cache.flights import Flights
 from mirror.cache.pages import CacheResult
 from mirror.core import layout
 from mirror.core.freshness import Freshness, decide
@@ -47,13 +51,21 @@ class RootCache:
         upstream: UpstreamClient | None,
         *,
         ttl: float,
+        revalidate_timeout: float = 2.0,
+        miss_timeout: float = 30.0,
+        breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.upstream = upstream
         self.ttl = ttl
         self.clock = clock
-        self._inflight: asyncio.Task[CacheResult] | None = None
+        self.flights: Flights[CacheResult] = Flights(
+            breaker if breaker is not None else CircuitBreaker(),
+            revalidate_timeout=revalidate_timeout,
+            miss_timeout=miss_timeout,
+            late_is_failure=False,  # a changed list is a long download
+        )
 
     async def _meta(self) -> PageMeta | None:
         data = await self.storage.read_bytes(layout.ROOT_META, limit=1 << 20)
@@ -74,16 +86,21 @@ class RootCache:
         )
         if decision is Freshness.SERVE:
             return CacheResult.HIT
-        if self._inflight is None:
-            self._inflight = asyncio.create_task(self._refresh(meta if present else None))
-            self._inflight.add_done_callback(lambda _t: setattr(self, "_inflight", None))
+        held = meta if present else None
+        key = layout.simple_root(layout.PAGE_V1_JSON)
         try:
-            return await asyncio.shield(self._inflight)
+            if not present:
+                return await self.flights.fetch(key, lambda: self._refresh(None), "simple/")
+            result = await self.flights.revalidate(key, lambda: self._refresh(held), "simple/")
         except UpstreamError as exc:
             if not present:
                 raise
             log.warning("upstream_stale_served", project="<root>", error=str(exc))
             return CacheResult.STALE
+        return CacheResult.STALE if result is None else result
+
+    async def close(self) -> None:
+        await self.flights.close()
 
     async def _refresh(self, meta: PageMeta | None) -> CacheResult:
         assert self.upstream is not None

@@ -13,7 +13,6 @@ Every path the mirror uses is spelled here and nowhere else.
     state/projects/<project>.json   when the page was fetched, its ETag and serial, and the
                                     upstream URLs of its files (``core.record``)
     state/pypi/<project>/json.meta  (and <version>/json.meta): the JSON API's freshness
-    state/negative/<project>        "upstream has no such project", as of its mtime
     state/prune/<project>/<owner>   files to delete unless the page lists them (``project.intents``)
     state/root.meta                 the root list's freshness
     state/sync/                     the sync's state, run journal, deferred list, lock
@@ -38,6 +37,7 @@ TMP = "tmp"
 
 _HEX64_SPLIT = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/([^/]+)$")
 _URL_PACKAGES = re.compile(r"/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/([^/]+)$")
+_PLAIN_PATH_END = re.compile(r"[!-~][^?#%\x00-\x20\x7f]*\Z")
 _VERSION_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,127}$")
 
 
@@ -48,7 +48,7 @@ class PathDigest(Enum):
     SHA256 = "sha256"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackagePath:
     """A file's place under ``packages/``: ``aa/bb/<60 hex>/<filename>``."""
 
@@ -94,7 +94,8 @@ def package_path_for(
     """
     if not is_valid_filename(filename):
         return None
-    path = unquote(urlsplit(url).path)
+    # A URL without a query, fragment, escapes or what urlsplit strips ends in its path.
+    path = url if _PLAIN_PATH_END.match(url) else unquote(urlsplit(url).path)
     match = _URL_PACKAGES.search(path)
     if match and match.group(4) == filename:
         digest = match.group(1) + match.group(2) + match.group(3)
@@ -144,12 +145,8 @@ def simple_page(project: str, name: str) -> str:
     return f"{WEB}/simple/{project}/{name}"
 
 
-
-
 def simple_root(name: str) -> str:
     return f"{WEB_SIMPLE}/{name}"
-
-
 
 
 def json_api(project: str) -> str:
@@ -187,8 +184,10 @@ def project_record(project: str) -> str:
     return f"{STATE}/projects/{project}.json"
 
 
-def state_negative(project: str) -> str:
-    return f"{STATE}/negative/{project}"
+#: Trees earlier versions wrote that nothing reads any more; the serving primary removes
+#: them in the background at start-up (``state/negative``: a file per unknown name, now an
+#: in-memory bounded cache, ``cache.pages``).
+LEGACY_TREES = (f"{STATE}/negative",)
 
 
 def prune_dir(project: str) -> str:
@@ -212,4 +211,3 @@ def web_tuf(name: str) -> str:
 def tuf_metadata(name: str) -> str:
     """A file in python-tuf's trusted metadata directory."""
     return f"{TUF_METADATA_DIR}/{name}"
-

@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mirror.server.keys import METRICS, WORKER, services
+from mirror.services import Services
 
 INDEX_HTML = """<!DOCTYPE html>
 <html><head><title>pypi-mirror</title></head><body>
@@ -37,7 +38,30 @@ async def health(request: web.Request) -> web.StreamResponse:
             body["status"] = "degraded"  # cached content is served; new content is refused
     else:
         body["tuf"] = {"mode": svc.config.tuf.mode}
+    if svc.upstream is not None:
+        body["upstream_breaker"] = svc.breaker.status()
+        if not svc.breaker.closed:
+            body["status"] = "degraded"  # stored copies are served without asking upstream
+    body["changelog"] = _changelog(svc, request.app[WORKER])
     return web.json_response(body)
+
+
+def _changelog(svc: Services, worker: int | None) -> dict[str, object]:
+    """Whether this process follows the upstream's changelog (``[sync] interval``)."""
+    follower = svc.follower
+    if follower is None:
+        on = svc.upstream is not None and svc.config.sync.interval > 0
+        return {"state": "in worker 0" if on and worker else "off"}
+    state = "unavailable" if follower.unavailable else "following"
+    body: dict[str, object] = {
+        "state": state,
+        "mode": svc.config.sync.mode,
+        "interval": svc.config.sync.interval,
+        "rounds": follower.rounds,
+    }
+    if follower.unavailable:
+        body["error"] = follower.unavailable
+    return body
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

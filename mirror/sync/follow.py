@@ -8,12 +8,20 @@
   memory follows. Negative entries for projects that now exist are forgotten. A page still
   older than the changelog promised keeps the cursor below that serial, so the project is
   looked at again next round. The first round only records where the changelog is.
+  In this mode ``interval`` defaults to 60 seconds: a pull-through cache follows the
+  changelog out of the box. A round is skipped while the upstream circuit breaker is
+  open (the upstream is failing; its probe finds out when it is back).
+
+Where the upstream has no changelog (no XML-RPC, or it answers a fault), the follower
+says so once (``changelog_unavailable``) and keeps asking quietly each interval; pages
+are then revalidated after ``index-ttl`` only. ``changelog_available`` when it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 
 from mirror.concurrency import bounded
@@ -25,7 +33,7 @@ from mirror.errors import IntegrityError, MirrorError, UpstreamError
 from mirror.log import get_logger
 from mirror.services import Services
 from mirror.sync.engine import SyncEngine, SyncLocked
-from mirror.sync.xmlrpc import ChangelogClient
+from mirror.sync.xmlrpc import ChangelogClient, XmlRpcUnavailable
 
 log = get_logger("mirror.sync.follow")
 
@@ -38,6 +46,8 @@ class ChangelogFollower:
         self.storage = services.storage
         self.changelog = ChangelogClient(services.upstream)
         self.rounds = 0
+        #: Why the upstream's changelog cannot be followed ("" while it can).
+        self.unavailable = ""
         self._round_done = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -57,6 +67,8 @@ class ChangelogFollower:
             started = time.monotonic()
             try:
                 await self.round()
+            except XmlRpcUnavailable as exc:
+                self._unavailable(str(exc))
             except MirrorError as exc:
                 log.warning("changelog_round_failed", mode=self.config.sync.mode, error=str(exc))
             except Exception:  # the follower must outlive any one bad round
@@ -91,9 +103,26 @@ class ChangelogFollower:
             reason=result.reason,
         )
 
+    def _unavailable(self, reason: str) -> None:
+        if not self.unavailable:
+            log.warning(
+                "changelog_unavailable",
+                error=reason,
+                consequence="pages are revalidated after [serve] index-ttl only",
+            )
+        else:
+            log.debug("changelog_still_unavailable", error=reason)
+        self.unavailable = reason
+
     async def _cache_round(self) -> None:
+        if not self.services.breaker.closed:
+            log.info("changelog_round_skipped", reason="the upstream circuit breaker is open")
+            return
         cursor = await self._cursor()
         upstream_serial = await self.changelog.last_serial()
+        if self.unavailable:
+            log.info("changelog_available", serial=upstream_serial)
+            self.unavailable = ""
         if cursor is None or cursor > upstream_serial:
             await self._save_cursor(upstream_serial)
             log.info("changelog_follow_started", serial=upstream_serial)
@@ -126,12 +155,13 @@ class ChangelogFollower:
         """Refresh one project if the cache holds it; False when it must be looked at
         again (its page is still older than promised, or the upstream failed)."""
         project = entry.project
-        await self.storage.delete(layout.state_negative(project))
+        self.services.pages.forget_negative(project)
         if not await self.services.keeper.pages.has_page(project):
             return True
         try:
+            # As long as it takes: the round's workers bound what is asked at once.
             result = await self.services.pages.refresh(
-                project, Promise(entry.serial, entry.expect_gone)
+                project, Promise(entry.serial, entry.expect_gone), wait=math.inf
             )
         except IntegrityError as exc:
             # A page refused by TUF: keep the verified one, retry this project next round,

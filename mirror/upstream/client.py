@@ -99,7 +99,7 @@ class UpstreamClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or parts.netloc.lower() not in self._allowed:
             raise ForbiddenHost(
-                f"refusing to contact {url!r}: not one of the configured upstream hosts "
+                f"refusing to contact {url!r:.200}: not one of the configured upstream hosts "
                 f"({', '.join(sorted(self._allowed))})"
             )
 

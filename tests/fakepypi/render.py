@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ __all__ = [
     "negotiate",
     "simple_project",
     "simple_root",
+    "synthetic_entries",
 ]
 
 API_VERSION = "1.4"
@@ -139,6 +141,44 @@ def _file_entry(record: FileRecord) -> dict[str, Any]:
         "core-metadata": {"sha256": metadata_sha} if metadata_sha else False,
         "provenance": None,
     }
+
+
+def synthetic_entries(project: Project, count: int, base_url: str, content_type: str) -> bytes:
+    """``count`` made-up wheels of ``project`` as page entries (JSON objects joined by
+    commas, or HTML anchors), each shaped like PyPI's (about 450 bytes of JSON): listed,
+    never downloadable. Cheap to make, so that a test can ask for a page of 100 MB."""
+    stem = re.sub(r"[-_.]+", "_", project.normalized)
+    base = base_url.rstrip("/")
+    if content_type == JSON:
+        template = (
+            '{{"filename":"{f}","url":"{b}/packages/{h:.2}/{h2}/{h60}/{f}",'
+            '"hashes":{{"sha256":"{s}"}},"requires-python":">=3.8","size":{n},'
+            '"upload-time":"2024-01-01T00:00:00.000000Z","yanked":false,'
+            '"core-metadata":{{"sha256":"{s}"}},"provenance":null}}'
+        )
+        sep = ","
+    else:
+        template = (
+            '    <a href="{b}/packages/{h:.2}/{h2}/{h60}/{f}#sha256={s}" '
+            'data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256={s}" '
+            'data-core-metadata="sha256={s}">{f}</a><br />\n'
+        )
+        sep = ""
+    parts = []
+    for i in range(count):
+        h = f"{i:064x}"
+        parts.append(
+            template.format(
+                f=f"{stem}-0.{i}-py3-none-any.whl",
+                b=base,
+                h=h,
+                h2=h[2:4],
+                h60=h[4:],
+                s=f"{i:064x}"[::-1],
+                n=1000 + i,
+            )
+        )
+    return sep.join(parts).encode()
 
 
 def _visible_files(project: Project) -> list[FileRecord]:

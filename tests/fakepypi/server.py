@@ -23,7 +23,15 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .model import FileRecord, IndexState, Project, Release
-from .render import TEXT_HTML, json_api, latest_release, negotiate, simple_project
+from .render import (
+    JSON,
+    TEXT_HTML,
+    json_api,
+    latest_release,
+    negotiate,
+    simple_project,
+    synthetic_entries,
+)
 from .render import simple_root as render_root
 from .xmlrpc import DEFAULT_PAGE_SIZE, handle_xmlrpc
 
@@ -98,8 +106,19 @@ class FakePyPI(IndexState):
         self.extra_links: list[str] = []
         #: Files/.metadata: send the headers, then never send the body (until stop()).
         self.stall_files: bool = False
+        #: Files/.metadata: seconds to wait after each 64 KiB chunk of the body (a slow
+        #: download, ended early by stop()).
+        self.file_chunk_delay: float = 0.0
+        #: Accept connections and read requests (any path, any method), but never answer
+        #: them: a request that arrived while this is set hangs until stop(); requests
+        #: after it was cleared are answered.
+        self.hang: bool = False
         #: XML-RPC at POST /pypi: "ok", "not_found" (HTTP 404) or "fault" (a Fault reply).
         self.xmlrpc_mode: Literal["ok", "not_found", "fault"] = "ok"
+        #: Project (normalised name) → how many made-up files its simple page lists besides
+        #: its own (``render.synthetic_entries``; never downloadable): a page as large as
+        #: a test needs, e.g. 230_000 entries for 100 MB of JSON.
+        self.synthetic_files: dict[str, int] = {}
         #: Rows per changelog_since_serial() call (PyPI: 50000).
         self.changelog_page_size: int = DEFAULT_PAGE_SIZE
 
@@ -110,6 +129,7 @@ class FakePyPI(IndexState):
         self.xmlrpc_calls: list[str] = []
 
         self.static: dict[str, tuple[bytes, str]] = {}
+        self._synthetic_cache: tuple[tuple[bytes, int, str, str], bytes] | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
 
@@ -230,6 +250,10 @@ class FakePyPI(IndexState):
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if self.hang:
+            await self._stopping.wait()
+            _close_connection(request)
+            return web.Response(status=503)  # never sent: the connection is closed
         if self.delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.delay)
@@ -310,7 +334,29 @@ class FakePyPI(IndexState):
             return web.Response(status=406, text="406 Not Acceptable\n")
         serial = self.page_serial(project.last_serial)
         body = simple_project(project, serial, content_type, self.extra_links)
+        count = self.synthetic_files.get(normalized, 0)
+        if count:
+            body = self._with_synthetic(body, project, count, content_type)
         return self._page(request, body, content_type, serial)
+
+    def _with_synthetic(
+        self, body: bytes, project: Project, count: int, content_type: str
+    ) -> bytes:
+        """``body`` with ``count`` made-up entries; the last page made is kept (they are
+        large, and a test asking for one while it measures latency must not wait for it)."""
+        key = (body, count, content_type, self.url)
+        if self._synthetic_cache is not None and self._synthetic_cache[0] == key:
+            return self._synthetic_cache[1]
+        entries = synthetic_entries(project, count, self.url, content_type)
+        if content_type == JSON:
+            head, sep, tail = body.partition(b'"files":[')
+            comma = b"" if tail.startswith(b"]") else b","
+            page = b"".join((head, sep, entries, comma, tail))
+        else:
+            head, sep, tail = body.rpartition(b"  </body>")
+            page = b"".join((head, entries, sep, tail))
+        self._synthetic_cache = (key, page)
+        return page
 
     # -- JSON API -------------------------------------------------------------------------
 
@@ -407,6 +453,9 @@ class FakePyPI(IndexState):
                 data = bytes(flipped)
             await response.write(data)
             budget -= len(data)
+            if self.file_chunk_delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self.file_chunk_delay)
         if self.truncate_files:
             _close_connection(request)
             return response
