@@ -17,10 +17,36 @@ from mirror.core.layout import PackagePath
 from mirror.core.names import project_candidates_from_filename
 from mirror.core.rewrite import MirroredFile
 from mirror.errors import UpstreamNotFound
+from mirror.log import get_logger
 from mirror.project.files import Download
+from mirror.storage import storage_failure
+
+log = get_logger("mirror.files")
 
 PRESENT_ENTRIES = 100_000
 MAX_CANDIDATES = 3
+
+
+class ReadHold:
+    """``rel`` marked as being read (``FileCache.readers``) until ``release`` (once)."""
+
+    def __init__(self, readers: Counter[str], rel: str) -> None:
+        self._readers = readers
+        self._held = True
+        self.rel = rel
+        readers[rel] += 1
+
+    def another(self) -> ReadHold:
+        """A hold of its own on the same file (for an answer that outlives a request)."""
+        return ReadHold(self._readers, self.rel)
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._readers[self.rel] -= 1
+        if self._readers[self.rel] <= 0:
+            del self._readers[self.rel]
 
 
 @dataclass(frozen=True)
@@ -33,6 +59,7 @@ class FileCache:
     def __init__(self, pages: PageCache) -> None:
         self.pages = pages
         self.keeper = pages.keeper
+        self.describe = pages.keeper.storage.describe()
         self.readers: Counter[str] = Counter()
         # Files recently seen on disk: a hit then costs one executor hop (the sendfile's).
         # Eviction forgets what it removes; a file removed behind our back is a 404.
@@ -58,16 +85,19 @@ class FileCache:
     def downloading(self) -> KeysView[str]:
         return self.keeper.files.downloading
 
+    def hold(self, rel: str) -> ReadHold:
+        """Mark ``rel`` as needed by a request from now on (eviction in this process leaves
+        it alone) until the hold is released."""
+        return ReadHold(self.readers, rel)
+
     @asynccontextmanager
     async def reading(self, rel: str) -> AsyncIterator[None]:
         """Mark ``rel`` as being read so that eviction leaves it alone."""
-        self.readers[rel] += 1
+        hold = self.hold(rel)
         try:
             yield
         finally:
-            self.readers[rel] -= 1
-            if self.readers[rel] <= 0:
-                del self.readers[rel]
+            hold.release()
 
     async def locate(self, path: PackagePath) -> Located | None:
         """Which project lists this file, by its filename and the held (or fetched) pages."""
@@ -80,6 +110,11 @@ class FileCache:
                 await self.pages.ensure(project)
             except UpstreamNotFound:
                 continue
+            except OSError as exc:  # the page could not be stored: the held one will do
+                error = storage_failure(exc, f"the page of {project}", self.describe)
+                if project not in held:
+                    raise error from exc
+                log.warning("storage_stale_served", what=f"the page of {project}", error=str(error))
             item = await self.keeper.held_file(project, path)
             if item is None and await self.pages.may_refresh_for_unknown_file(project):
                 # Perhaps uploaded since the page was fetched: look once more, upstream.

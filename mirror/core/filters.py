@@ -184,6 +184,10 @@ class Filters:
             return False
         return not specs or any(s.contains(version, prereleases=True) for s in specs)
 
+    @property
+    def _filters_files(self) -> bool:
+        return bool(self.max_file_size or self.exclude_platforms or self.python_versions)
+
     def file_allowed(self, file: DistFile) -> bool:
         """Platform, Python version and size filters, which do not depend on the version."""
         if self.max_file_size and file.size is not None and file.size > self.max_file_size:
@@ -223,10 +227,15 @@ class Filters:
         """The page as the mirror keeps it: the files that survived, and their versions."""
         if page.project_status == "quarantined":
             return dataclasses.replace(page, files=(), versions=())
+        by_version = bool(self.allow.get(page.name)) or not self.prereleases or self.keep_latest
+        if not by_version and not self._filters_files:
+            return page  # nothing to cut (and no version to parse per file)
         kept: list[tuple[DistFile, Version | None]] = []
         for file in page.files:
-            version = _version_of(file.filename)
-            if self.version_allowed(page.name, version) and self.file_allowed(file):
+            version = _version_of(file.filename) if by_version else None
+            if (not by_version or self.version_allowed(page.name, version)) and (
+                self.file_allowed(file)
+            ):
                 kept.append((file, version))
         latest: set[Version] | None = None
         if self.keep_latest:

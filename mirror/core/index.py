@@ -8,11 +8,13 @@ equal bytes) so ETags derived from the bytes are stable.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from html.parser import HTMLParser
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -41,6 +43,7 @@ HASH_PREFERENCE = (
     "md5",
 )
 
+_HASH_NAMES = {name: name for name in HASH_PREFERENCE}
 _HASH_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{1,256}$")
 _API_VERSION_RE = re.compile(r"^(\d{1,4})\.(\d{1,4})$")
@@ -80,9 +83,9 @@ def _check_api_version(value: object, where: str) -> str:
         raise PageParseError(f"{where}: api-version must be a string, got {_kind(value)}")
     match = _API_VERSION_RE.match(value.strip())
     if match is None:
-        raise PageParseError(f"{where}: api-version {value!r} is not Major.Minor")
+        raise PageParseError(f"{where}: api-version {value!r:.40} is not Major.Minor")
     if match.group(1) != "1":
-        raise PageParseError(f"{where}: unsupported api-version {value!r} (major must be 1)")
+        raise PageParseError(f"{where}: unsupported api-version {value!r:.40} (major must be 1)")
     return value.strip()
 
 
@@ -120,11 +123,13 @@ def _hash_map(value: object, where: str) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for name, digest in value.items():
         key = name.lower()
+        key = _HASH_NAMES.get(key, key)  # one string per known name, not one per file
         if not _HASH_NAME_RE.match(key):
             raise PageParseError(f"{where}: invalid hash name {name!r:.40}")
         if not isinstance(digest, str) or not _HEX_RE.match(digest):
             raise PageParseError(f"{where}[{key}] must be a hex digest, got {digest!r:.80}")
-        hashes[key] = digest.lower()
+        lowered = digest.lower()
+        hashes[key] = digest if lowered == digest else lowered
     return hashes
 
 
@@ -200,28 +205,75 @@ def _json_gpg_sig(value: object, where: str) -> bool | None:
     raise PageParseError(f"{where} must be a boolean, got {_kind(value)}")
 
 
-def _json_file(raw: object, where: str) -> DistFile:
+#: The ``extra`` of a file that has no unknown keys (shared: most have none).
+NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
+class _Interned:
+    """One string object per distinct short value within a page (``requires-python`` and
+    ``upload-time`` repeat across a release's files): a large page costs less memory."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, value: str | None) -> str | None:
+        if value is None or len(value) > 64:
+            return value
+        return self._seen.setdefault(value, value)
+
+
+def _json_file(
+    raw: object, where: str, intern: _Interned | None = None, base_url: str | None = None
+) -> DistFile:
     if not isinstance(raw, dict):
         raise PageParseError(f"{where} must be an object, got {_kind(raw)}")
     if "filename" not in raw or "url" not in raw:
         raise PageParseError(f"{where} lacks 'filename' or 'url'")
     url = _check_url(_as_str(raw["url"], f"{where}.url"), f"{where}.url")
+    if base_url is not None:
+        url = absolute_url(base_url, url, f"{where}.url")
     metadata_key = "core-metadata" if "core-metadata" in raw else "dist-info-metadata"
+    share = intern if intern is not None else _Interned()
     return DistFile(
         filename=_filename(_as_str(raw["filename"], f"{where}.filename"), where),
         url=url,
         hashes=_hash_map(
             raw.get("hashes") if raw.get("hashes") is not None else {}, f"{where}.hashes"
         ),
-        requires_python=_opt_str(raw.get("requires-python"), f"{where}.requires-python"),
+        requires_python=share(_opt_str(raw.get("requires-python"), f"{where}.requires-python")),
         yanked=_json_yanked(raw.get("yanked"), f"{where}.yanked"),
         core_metadata=_json_core_metadata(raw.get(metadata_key), f"{where}.{metadata_key}"),
         size=_json_size(raw.get("size"), f"{where}.size"),
-        upload_time=_opt_str(raw.get("upload-time"), f"{where}.upload-time"),
+        upload_time=share(_opt_str(raw.get("upload-time"), f"{where}.upload-time")),
         provenance=_opt_str(raw.get("provenance"), f"{where}.provenance"),
         gpg_sig=_json_gpg_sig(raw.get("gpg-sig"), f"{where}.gpg-sig"),
-        extra={k: v for k, v in raw.items() if k not in _FILE_KEYS},
+        extra=(
+            NO_EXTRA
+            if raw.keys() <= _FILE_KEYS
+            else {k: v for k, v in raw.items() if k not in _FILE_KEYS}
+        ),
     )
+
+
+#: An absolute http(s) URL that ``urljoin`` gives back unchanged: lowercase scheme, a
+#: host, printable ASCII, no ``;`` params and no empty ``?`` or ``#`` (what it would drop).
+#: Most URLs on a page are like this, and the check costs a tenth of the join.
+_OUTSIDE = r"\x00-\x20\x7f-\U0010ffff"  # not printable ASCII
+_PLAIN_ABSOLUTE = re.compile(
+    rf"https?://[^{_OUTSIDE}/?#;\[\]]+(?:/[^{_OUTSIDE}?#;]*)?(?:\?[^{_OUTSIDE}#;]+)?"
+    rf"(?:#[^{_OUTSIDE}]+)?\Z"
+)
+
+
+def absolute_url(base_url: str, url: str, where: str = "url") -> str:
+    """``url`` made absolute against the page's URL, as ``urljoin`` does (quicker for the
+    URLs it would give back unchanged); PageParseError for one it cannot join."""
+    if _PLAIN_ABSOLUTE.match(url):
+        return url
+    try:
+        return urljoin(base_url, url)
+    except ValueError as exc:
+        raise PageParseError(f"{where}: invalid URL {url!r:.80}: {exc}") from exc
 
 
 def _json_project_status(value: object) -> tuple[str | None, str | None]:
@@ -237,11 +289,17 @@ def _json_project_status(value: object) -> tuple[str | None, str | None]:
     )
 
 
-def _load_json(data: bytes) -> dict[str, Any]:
+def decode_page(data: bytes | str, kind: str = "JSON") -> str:
+    """A page's text (UTF-8, a byte order mark dropped); ``kind`` names it in the error."""
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise PageParseError(f"JSON page is not valid UTF-8: {exc}") from exc
+        raise PageParseError(f"{kind} page is not valid UTF-8: {exc}") from exc
+
+
+def _load_json(text: str) -> dict[str, Any]:
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
     except RecursionError as exc:
@@ -257,22 +315,116 @@ def _reject_constant(name: str) -> None:
     raise PageParseError(f"JSON page contains the non-standard constant {name}")
 
 
-def parse_project_json(data: bytes) -> ProjectPage:
-    """Parse a PEP 691 project page (any api-version 1.x)."""
-    doc = _load_json(data)
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+class _JsonScanner:
+    """The top-level object of a JSON page decoded key by key, and its ``files`` list
+    entry by entry, each entry made a ``DistFile`` at once: the decoded form of a whole
+    page (several times its size) never exists, and no single call runs long (a thread
+    parsing a huge page leaves the event loop its turns). Accepts what ``json.loads``
+    accepts and decodes it alike (the same decoder; of duplicate keys the last one wins).
+    """
+
+    def __init__(self, text: str, base_url: str | None) -> None:
+        self.text = text
+        self.base_url = base_url
+        self.pos = 0
+        self.intern = _Interned()
+
+    def _skip(self) -> str:
+        """The next character that is not whitespace ("" at the end), not consumed."""
+        match = _WHITESPACE.match(self.text, self.pos)
+        assert match is not None  # the pattern matches the empty string
+        self.pos = match.end()
+        return self.text[self.pos : self.pos + 1]
+
+    def _value(self) -> Any:
+        self._skip()
+        try:
+            value, self.pos = _DECODER.raw_decode(self.text, self.pos)
+        except RecursionError as exc:
+            raise PageParseError("JSON page is nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, and int digit limits
+            raise PageParseError(f"JSON page is not valid JSON: {exc}") from exc
+        return value
+
+    def _next(self, allowed: str) -> str:
+        found = self._skip()
+        if not found or found not in allowed:
+            expected = " or ".join(repr(c) for c in allowed)
+            raise PageParseError(
+                f"JSON page is not valid JSON: expected {expected} at char {self.pos}"
+            )
+        self.pos += 1
+        return found
+
+    def scan(self) -> tuple[dict[str, Any], tuple[DistFile, ...] | None]:
+        """The top-level object without its ``files`` list, and the files (None when
+        ``files`` is not a list)."""
+        doc: dict[str, Any] = {}
+        files: tuple[DistFile, ...] | None = None
+        self._next("{")
+        if self._skip() == "}":
+            self.pos += 1
+        else:
+            while True:
+                if self._skip() != '"':
+                    raise PageParseError(
+                        f"JSON page is not valid JSON: expected a key at char {self.pos}"
+                    )
+                key = self._value()
+                self._next(":")
+                doc.pop(key, None)
+                files = None if key == "files" else files
+                if key == "files" and self._skip() == "[":
+                    files = self._files()
+                else:
+                    doc[key] = self._value()
+                if self._next(",}") == "}":
+                    break
+        if self._skip():
+            raise PageParseError(f"JSON page is not valid JSON: extra data at char {self.pos}")
+        return doc, files
+
+    def _files(self) -> tuple[DistFile, ...]:
+        self.pos += 1  # the "["
+        if self._skip() == "]":
+            self.pos += 1
+            return ()
+        files: list[DistFile] = []
+        while True:
+            where = f"files[{len(files)}]"
+            files.append(_json_file(self._value(), where, self.intern, self.base_url))
+            if self._next(",]") == "]":
+                return tuple(files)
+
+
+def parse_project_json(data: bytes | str, base_url: str | None = None) -> ProjectPage:
+    """Parse a PEP 691 project page (any api-version 1.x); with ``base_url`` (the page's
+    own URL) every file URL is made absolute.
+
+    Decoded incrementally (``_JsonScanner``): memory stays a small multiple of the page's
+    size however many files it lists."""
+    text = decode_page(data)
+    if not text.lstrip(" \t\n\r").startswith("{"):
+        _load_json(text)  # not an object: json.loads says what is wrong
+        raise PageParseError("JSON page must be an object")
+    doc, files = _JsonScanner(text, base_url).scan()
+    del text
     meta = doc.get("meta", {})
     if not isinstance(meta, dict):
         raise PageParseError(f"meta must be an object, got {_kind(meta)}")
     if "name" not in doc:
         raise PageParseError("JSON page lacks 'name'")
-    files = doc.get("files")
-    if not isinstance(files, list):
-        raise PageParseError(f"files must be a list, got {_kind(files)}")
+    if files is None:
+        raise PageParseError(f"files must be a list, got {_kind(doc.get('files'))}")
     versions = doc.get("versions")
     status, reason = _json_project_status(doc.get("project-status"))
     return ProjectPage(
         name=_project_name(_as_str(doc["name"], "name"), "name"),
-        files=tuple(_json_file(f, f"files[{i}]") for i, f in enumerate(files)),
+        files=files,
         versions=None if versions is None else _str_tuple(versions, "versions"),
         api_version=_check_api_version(meta.get("api-version", "1.0"), "meta"),
         last_serial=_serial(meta.get("_last-serial"), "meta._last-serial"),
@@ -422,13 +574,10 @@ def _html_file(attrs: dict[str, str | None], text: str, base_url: str, where: st
     )
 
 
-def parse_project_html(data: bytes, project: str, page_url: str) -> ProjectPage:
+def parse_project_html(data: bytes | str, project: str, page_url: str) -> ProjectPage:
     """Parse a PEP 503 project page fetched from ``page_url``; hrefs become absolute."""
     name = _project_name(project, "project")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PageParseError(f"HTML page is not valid UTF-8: {exc}") from exc
+    text = decode_page(data, "HTML")
     parser = _ProjectHtmlParser(page_url)
     parser.feed(text)
     parser.close()
@@ -513,18 +662,43 @@ def _html_metas(page: ProjectPage) -> list[str]:
     return [f'    <meta name="{n}" content="{_esc(c)}">\n' for n, c in metas]
 
 
+#: Files rendered per piece of a page's bytes: pieces are encoded as they are made, so
+#: the text of a large page and its bytes never both exist whole.
+RENDER_BATCH = 512
+
+
+def _encoded(texts: Iterable[str]) -> Iterator[bytes]:
+    """``texts`` as UTF-8, ``RENDER_BATCH`` of them joined per piece."""
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= RENDER_BATCH:
+            yield "".join(batch).encode("utf-8")
+            batch.clear()
+    if batch:
+        yield "".join(batch).encode("utf-8")
+
+
 def render_project_html(page: ProjectPage) -> bytes:
     """A PEP 503 page in the shape PyPI serves (plus its ``<!--SERIAL n-->`` trailer)."""
+    return b"".join(render_project_html_pieces(page))
+
+
+def render_project_html_pieces(page: ProjectPage) -> list[bytes]:
+    """``render_project_html`` in pieces (a large page's bytes are never joined)."""
     name = _esc(page.name)
-    parts = ["<!DOCTYPE html>\n<html>\n  <head>\n"]
-    parts.extend(_html_metas(page))
-    parts.append(f"    <title>Links for {name}</title>\n  </head>\n  <body>\n")
-    parts.append(f"    <h1>Links for {name}</h1>\n")
-    parts.extend(_html_anchor(f) for f in page.files)
-    parts.append("  </body>\n</html>\n")
+    head = ["<!DOCTYPE html>\n<html>\n  <head>\n"]
+    head.extend(_html_metas(page))
+    head.append(f"    <title>Links for {name}</title>\n  </head>\n  <body>\n")
+    head.append(f"    <h1>Links for {name}</h1>\n")
+    tail = ["  </body>\n</html>\n"]
     if page.last_serial is not None:
-        parts.append(f"<!--SERIAL {page.last_serial}-->\n")
-    return "".join(parts).encode("utf-8")
+        tail.append(f"<!--SERIAL {page.last_serial}-->\n")
+    return [
+        "".join(head).encode("utf-8"),
+        *_encoded(_html_anchor(f) for f in page.files),
+        "".join(tail).encode("utf-8"),
+    ]
 
 
 def derive_versions(files: Sequence[DistFile]) -> tuple[str, ...]:
@@ -564,8 +738,19 @@ def _json_file_out(file: DistFile) -> dict[str, Any]:
     return out
 
 
+_dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def render_project_json(page: ProjectPage) -> bytes:
     """A PEP 691 page at ``MIRROR_API_VERSION``, keys sorted, compact, UTF-8."""
+    return b"".join(render_project_json_pieces(page))
+
+
+def render_project_json_pieces(page: ProjectPage) -> list[bytes]:
+    """``render_project_json`` in pieces: the bytes of one ``json.dumps(doc,
+    sort_keys=True)`` of the whole page, made file by file (the keys before ``"files"``,
+    each file, the keys after it), so that no call runs long and no whole copy of the
+    text is made."""
     meta: dict[str, Any] = {k: v for k, v in page.meta_extra.items() if k not in _META_KEYS}
     meta["api-version"] = MIRROR_API_VERSION
     if page.last_serial is not None:
@@ -575,7 +760,6 @@ def render_project_json(page: ProjectPage) -> bytes:
         {
             "meta": meta,
             "name": page.name,
-            "files": [_json_file_out(f) for f in page.files],
             "versions": list(
                 page.versions if page.versions is not None else derive_versions(page.files)
             ),
@@ -587,5 +771,11 @@ def render_project_json(page: ProjectPage) -> bytes:
     for key, values in (("tracks", page.tracks), ("alternate-locations", page.alternate_locations)):
         if values:
             doc[key] = list(values)
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return text.encode("utf-8")
+    before = _dump({k: v for k, v in doc.items() if k < "files"})
+    after = _dump({k: v for k, v in doc.items() if k > "files"})
+    files = (("," if i else "") + _dump(_json_file_out(f)) for i, f in enumerate(page.files))
+    return [
+        (before[:-1] + ("," if before != "{}" else "") + '"files":[').encode("utf-8"),
+        *_encoded(files),
+        ("]" + ("," + after[1:] if after != "{}" else "}")).encode("utf-8"),
+    ]

@@ -18,7 +18,7 @@ from typing import Any
 MIRROR_API_VERSION = "1.4"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DistFile:
     """One distribution file of a project, as an index page lists it."""
 
@@ -39,6 +39,23 @@ class DistFile:
     @property
     def sha256(self) -> str | None:
         return self.hashes.get("sha256")
+
+    def relinked(self, url: str, core_metadata: bool | Mapping[str, str]) -> DistFile:
+        """The same file at ``url``, advertising ``core_metadata`` (``dataclasses.replace``
+        without its cost: a page may list hundreds of thousands of files)."""
+        return DistFile(
+            self.filename,
+            url,
+            self.hashes,
+            self.requires_python,
+            self.yanked,
+            core_metadata,
+            self.size,
+            self.upload_time,
+            self.provenance,
+            self.gpg_sig,
+            self.extra,
+        )
 
     @property
     def is_yanked(self) -> bool:

@@ -33,7 +33,7 @@ class RejectedFile:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MirroredFile:
     file: DistFile  # as the upstream lists it: its URL is the upstream's
     path: PackagePath
@@ -94,9 +94,7 @@ def mirror_view(
     files = []
     for item in items:
         core = advertised_metadata(item.file, item.metadata, extracted.get(item.file.filename))
-        files.append(
-            dataclasses.replace(item.file, url=PAGE_TO_PACKAGES + item.path.rel, core_metadata=core)
-        )
+        files.append(item.file.relinked(PAGE_TO_PACKAGES + item.path.rel, core))
     return MirrorView(dataclasses.replace(page, files=tuple(files)), items, rejected)
 
 

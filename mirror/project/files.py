@@ -6,6 +6,12 @@ written so far (``Download.open_reader``), always holding back the last ``HOLDBA
 until the download was verified. On a mismatch the writer is aborted and the readers abort
 their connections, so no client ever receives a complete unverified file.
 
+A download always settles: whatever fails (the upstream, the store, taking the claim),
+its readers are released and told why (``Download.error``; a store that cannot take the
+file is a one-line ``StorageError``, "cannot store ...: no space left on ..."), and its
+temp file is gone. Before its readers start it makes room for the whole file
+(``AtomicWriter.reserve``), so a full disk fails it before any byte was sent to anyone.
+
 What the bytes must be (``expected``): the page's hashes and size, the digest in the file's
 ``/packages/`` path, and in the TUF ``files`` scheme the signed target, which must agree
 with the page. ``.metadata`` follows ``core.metadata``: verified against the page's
@@ -41,7 +47,7 @@ from mirror.errors import (
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.project.source import UpstreamSource
-from mirror.storage import ByteReader, Storage
+from mirror.storage import ByteReader, Storage, storage_failure
 from mirror.storage.base import Claim, Follow
 from mirror.trust.base import Trust, TrustedTarget
 
@@ -169,13 +175,51 @@ class FileStore:
         advertises it); the sync, which makes every ``.metadata`` itself, says False."""
         rel = item.path.web
         current = self._downloads.get(rel)
-        if current is not None:
+        if current is not None and not current.done:
             return current
         download = Download(item)
         self._downloads[rel] = download
-        download.task = asyncio.create_task(self._obtain(project, download, extract))
-        download.task.add_done_callback(lambda _t: self._downloads.pop(rel, None))
+        download.task = asyncio.create_task(self._settled(project, download, extract))
+        download.task.add_done_callback(lambda _t: self._forget(rel, download))
         return download
+
+    def _forget(self, rel: str, download: Download) -> None:
+        if self._downloads.get(rel) is download:
+            del self._downloads[rel]
+
+    def _store_failure(self, exc: OSError, what: str) -> StorageError:
+        return storage_failure(exc, what, self.storage.describe())
+
+    async def _settled(self, project: str, download: Download, extract: bool) -> None:
+        """``_obtain``, after which the download is always settled — done, its readers
+        released and told why it failed — whatever went wrong, also before it started
+        (taking the claim, looking at the store): no reader waits for it forever."""
+        try:
+            await self._obtain(project, download, extract)
+        except asyncio.CancelledError:
+            if download.error is None and not download.done:
+                download.error = UpstreamError(
+                    f"download of {download.item.path.rel} was cancelled"
+                )
+            raise
+        except OSError as exc:
+            if download.error is None:
+                download.error = self._store_failure(exc, download.item.path.rel)
+                log.error(
+                    "storage_write_failed",
+                    project=project,
+                    file=download.item.path.rel,
+                    error=str(download.error),
+                )
+        except Exception as exc:  # a bug: logged here, raised again to every waiter
+            if download.error is None:
+                download.error = exc
+                log.exception("download_crashed", project=project, file=download.item.path.rel)
+        finally:
+            if not download.done:
+                download.done = True
+            download.started.set()
+            await download._notify()
 
     async def _obtain(self, project: str, download: Download, extract: bool) -> None:
         """Download the file under its claim, or follow the process that holds the claim."""
@@ -252,6 +296,9 @@ class FileStore:
             async with self.source.upstream.open_file(item.file.url) as stream:
                 if download.expected_size is None:
                     download.expected_size = stream.content_length
+                if download.expected_size is not None:
+                    # A full store fails here, before any reader was given a byte.
+                    await writer.reserve(download.expected_size)
                 download.started.set()
                 verifier = StreamVerifier(item.path.rel, expected.hashes, download.expected_size)
                 limit = download.expected_size or self.max_file_size
@@ -291,8 +338,13 @@ class FileStore:
                 "upstream_download_failed", project=project, file=item.path.rel, error=str(exc)
             )
         except OSError as exc:
-            download.error = StorageError(f"storing {item.path.rel} failed: {exc}")
-            log.error("storage_write_failed", project=project, file=item.path.rel, error=str(exc))
+            download.error = self._store_failure(exc, item.path.rel)
+            log.error(
+                "storage_write_failed",
+                project=project,
+                file=item.path.rel,
+                error=str(download.error),
+            )
         except asyncio.CancelledError:
             download.error = UpstreamError(f"download of {item.path.rel} was cancelled")
             raise
@@ -304,11 +356,13 @@ class FileStore:
                 if download.error is not None:
                     await writer.abort()
             finally:
-                if claim is not None:
-                    await claim.release()  # before anyone hears it is done
-                download.done = True
-                download.started.set()
-                await download._notify()
+                try:
+                    if claim is not None:
+                        await claim.release()  # before anyone hears it is done
+                finally:
+                    download.done = True
+                    download.started.set()
+                    await download._notify()
 
     async def _extract_after_download(self, project: str, item: MirroredFile) -> None:
         try:
@@ -351,7 +405,10 @@ class FileStore:
             task = asyncio.create_task(self._ensure_metadata(project, item))
             self._metadata_inflight[rel] = task
             task.add_done_callback(lambda _t: self._metadata_inflight.pop(rel, None))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except OSError as exc:
+            raise self._store_failure(exc, f"{item.path.rel}.metadata") from exc
 
     async def _ensure_metadata(self, project: str, item: MirroredFile) -> str | None:
         held = await self.storage.read_bytes(item.path.web_metadata, limit=METADATA_LIMIT)

@@ -18,6 +18,7 @@ from mirror.core.record import JsonApiMeta, ProjectRecord
 from mirror.core.verdict import Answer
 from mirror.errors import UpstreamNotFound
 from mirror.log import get_logger
+from mirror.project.offload import OFF_LOOP_BYTES
 from mirror.project.pages import PageStore
 from mirror.project.source import UpstreamSource
 from mirror.storage import Storage
@@ -37,6 +38,8 @@ class JsonApiStore:
         self.storage = storage
         self.pages = pages
         self.source = source
+        #: A large answer is rewritten off the event loop.
+        self.cpu = pages.cpu
         #: Fingerprint of the filters the answers are cut with.
         self.filters = filters
 
@@ -85,7 +88,7 @@ class JsonApiStore:
                 await self.pages.remove_json(project, version)
                 continue
             try:
-                body = filter_json_api(data, page)
+                body = await self.cpu.run(len(data) >= OFF_LOOP_BYTES, filter_json_api, data, page)
             except JsonApiError:
                 await self.pages.remove_json(project, version)
                 continue
@@ -114,8 +117,11 @@ class JsonApiStore:
         elif answer is Answer.NOT_MODIFIED:
             await self.pages.write_json_meta(project, version, meta)
         else:
+            large = len(body) >= OFF_LOOP_BYTES
             try:
-                served = mirror_json_api(body, self.source.is_allowed, page)
+                served = await self.cpu.run(
+                    large, mirror_json_api, body, self.source.is_allowed, page
+                )
             except JsonApiError as exc:
                 log.warning("upstream_json_malformed", project=project, error=str(exc))
                 return

@@ -18,6 +18,11 @@ so every view of a project — both page renderings, ``index.v1_html``, the JSON
 
 Files on demand (pull-through) go through ``download``/``ensure_metadata``, which locate
 nothing themselves: the caller names the project and the file (``held_file``).
+
+A page with many files is parsed, filtered, rewritten and rendered off the event loop
+(``project.offload``), and its upstream form is let go as soon as the served form is made;
+the page is written before its record (a record ahead of its page would make the next
+revalidation keep the old page on a 304).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Generic, TypeVar
 
 from mirror.concurrency import KeyedLocks, bounded
 from mirror.core import layout
@@ -52,11 +58,14 @@ from mirror.log import get_logger
 from mirror.project.files import Download, FileStore
 from mirror.project.intents import PruneIntents
 from mirror.project.jsonapi import JsonApiStore
+from mirror.project.offload import OFF_LOOP_FILES, CpuWork, wait_all
 from mirror.project.pages import PageStore
-from mirror.project.source import JsonAnswer, PageAnswer, UpstreamSource
+from mirror.project.source import JsonAnswer, UpstreamSource
 from mirror.storage import Storage
 
 log = get_logger("mirror.project")
+
+T = TypeVar("T")
 
 #: Files looked up at once when a FULL update checks which it holds.
 MISSING_BATCH = 32
@@ -93,6 +102,32 @@ class KeepResult:
         return self.record.meta.last_serial if self.record else None
 
 
+class _Handover(Generic[T]):
+    """A value passed on with its only reference, so that the receiver can let it go."""
+
+    def __init__(self, value: T) -> None:
+        self._value: T | None = value
+
+    def peek(self) -> T:
+        assert self._value is not None, "already taken"
+        return self._value
+
+    def take(self) -> T:
+        value = self.peek()
+        self._value = None
+        return value
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    page: ProjectPage  # filtered (without its files in pull-through)
+    view: MirrorView  # (ditto: no upstream form of the files in pull-through)
+    record: ProjectRecord
+    carried: dict[str, str]  # .metadata digests the old page advertised
+    dropped: set[PackagePath]  # listed by the old page, not by the new one
+    kept: int  # files the served page lists
+
+
 @dataclass
 class _Fetched:
     added: list[PackagePath] = dataclasses.field(default_factory=list)
@@ -117,7 +152,9 @@ class ProjectKeeper:
         self.filters = filters
         self.file_workers = file_workers
         self.clock = clock
-        self.pages = PageStore(storage)
+        #: Large pages are parsed, filtered, rewritten and rendered off the event loop.
+        self.cpu = source.cpu if source is not None else CpuWork()
+        self.pages = PageStore(storage, self.cpu)
         self.intents = PruneIntents(storage, self.pages)
         self.filters_fingerprint = filters.fingerprint()
         self.json_api = JsonApiStore(storage, self.pages, source, self.filters_fingerprint)
@@ -149,6 +186,7 @@ class ProjectKeeper:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self.cpu.close()
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -211,23 +249,27 @@ class ProjectKeeper:
             return KeepResult(verdict, record=held)
         if mode is KeepMode.INDEX:
             old_page = await self.pages.served_page(project)
-        return await self._apply(project, answer, promise, mode, now, old_page)
+        assert answer.page is not None
+        # Handed over with their only references: _prepare lets them go once it is done
+        # with them (a large page's upstream form is hundreds of megabytes).
+        pages = _Handover((answer.page, old_page))
+        meta = PageMeta(now, answer.etag, answer.serial)
+        del answer, old_page
+        return await self._apply(project, pages, promise, mode, meta)
 
     async def _apply(
         self,
         project: str,
-        answer: PageAnswer,
+        pages: _Handover[tuple[ProjectPage, ProjectPage | None]],
         promise: Promise,
         mode: KeepMode,
-        now: float,
-        old_page: ProjectPage | None,
+        meta: PageMeta,
     ) -> KeepResult:
-        assert answer.page is not None and self.source is not None
-        page = self.filters.apply(answer.page)
-        if page.last_serial is None and answer.serial is not None:
-            page = dataclasses.replace(page, last_serial=answer.serial)
-        carried = extracted_metadata(old_page) if old_page is not None else {}
-        view = self._view(page, carried)
+        assert self.source is not None
+        full = mode is KeepMode.FULL
+        large = any(p is not None and len(p.files) >= OFF_LOOP_FILES for p in pages.peek())
+        prepared = await self.cpu.run(large, self._prepare, pages, meta, full)
+        view, record = prepared.view, prepared.record
         for item in view.rejected:
             log.warning(
                 "upstream_link_rejected",
@@ -238,16 +280,12 @@ class ProjectKeeper:
             )
         json: JsonAnswer | None = None
         json_task = None
-        if mode is KeepMode.FULL:
+        if full:
             # The JSON API answer comes in while the files download.
             json_task = asyncio.create_task(self.source.json_api(project))
         try:
-            old = listed_paths(old_page) if old_page is not None else set()
-            new = {item.path for item in view.files}
-            missing = []
-            if mode is KeepMode.FULL:
-                missing = await self._missing(view.files)
-            paths = (old - new) | {i.path for i in missing}
+            missing = await self._missing(view.files) if full else []
+            paths = prepared.dropped | {i.path for i in missing}
             recorded = await self.intents.record(project, paths)
         except BaseException:
             if json_task is not None:
@@ -256,7 +294,7 @@ class ProjectKeeper:
         fetched = _Fetched()
         if json_task is not None:
             try:
-                fetched = await self._fetch_all(project, view.files, missing, carried)
+                fetched = await self._fetch_all(project, view.files, missing, prepared.carried)
                 json = await json_task
             except BaseException:
                 _discard(json_task)
@@ -275,34 +313,29 @@ class ProjectKeeper:
                     await self.intents.settle(project)
                 return KeepResult(PageVerdict.STALE, reason)
             if fetched.extracted:
-                view = self._view(page, {**carried, **fetched.extracted})
-        record = ProjectRecord.for_files(
-            PageMeta(now, answer.etag, answer.serial),
-            [(item.path, item.file.url) for item in view.files],
-            filters=self.filters_fingerprint,
-        )
-        # The page, its record and the JSON API answers cut to it (FULL: every file held
-        # by now) are written at once: whichever lands first, none lists what the page
-        # does not, and a record ahead of its page, or behind it, only costs a refresh.
+                extracted = {**prepared.carried, **fetched.extracted}
+                view = await self.cpu.run(large, self._view, prepared.page, extracted)
+        served, kept = view.page, prepared.kept
+        del prepared, view
+        # The page and the JSON API answers cut to it (FULL: every file held by now) are
+        # written at once: whichever lands first, neither lists what the other does not.
+        # The record follows the page: a record ahead of its page would make the next
+        # revalidation ask with the new page's ETag, and keep the old page on a 304.
         json_api = (
-            self.json_api.cut(project, view.page)
+            self.json_api.cut(project, served)
             if json is None
             else self.json_api.store(
-                project, None, json.answer, json.body, json.etag, view.page, record
+                project, None, json.answer, json.body, json.etag, served, record
             )
         )
-        await asyncio.gather(
-            self.pages.write_page(view.page),
-            self.pages.write_record(project, record),
-            json_api,
-            self.storage.delete(layout.state_negative(project)),
-        )
+        await wait_all(self.pages.write_page(served), json_api)
+        await self.pages.write_record(project, record)
         removed = await self.intents.settle(project) if recorded else 0
         log.info(
             "project_updated",
             project=project,
-            serial=answer.serial,
-            files=len(view.files),
+            serial=meta.last_serial,
+            files=kept,
             added=len(fetched.added),
             bytes=fetched.nbytes,
             removed=removed,
@@ -314,6 +347,36 @@ class ProjectKeeper:
             bytes_added=fetched.nbytes,
             files_removed=removed,
         )
+
+    def _prepare(
+        self,
+        pages: _Handover[tuple[ProjectPage, ProjectPage | None]],
+        meta: PageMeta,
+        full: bool,
+    ) -> _Prepared:
+        """Everything an update computes from the upstream page and the old one (pure CPU:
+        a large page's runs off the event loop). Pull-through (not ``full``) keeps only the
+        served view and the record: the upstream form of a page is let go here."""
+        upstream, old_page = pages.take()
+        page = self.filters.apply(upstream)
+        del upstream
+        if page.last_serial is None and meta.last_serial is not None:
+            page = dataclasses.replace(page, last_serial=meta.last_serial)
+        carried = extracted_metadata(old_page) if old_page is not None else {}
+        view = self._view(page, carried)
+        record = ProjectRecord.for_files(
+            meta,
+            [(item.path, item.file.url) for item in view.files],
+            filters=self.filters_fingerprint,
+        )
+        dropped: set[PackagePath] = set()
+        if old_page is not None:
+            dropped = listed_paths(old_page) - {item.path for item in view.files}
+        kept = len(view.files)
+        if not full:
+            view = dataclasses.replace(view, files=[])
+            page = dataclasses.replace(page, files=())
+        return _Prepared(page, view, record, carried, dropped, kept)
 
     def _view(self, page: ProjectPage, extracted: dict[str, str]) -> MirrorView:
         assert self.source is not None

@@ -6,25 +6,32 @@ it; ``index.v1_html`` is the same bytes as ``index.html``, so it is a hard link 
 its ``.gz``). The JSON rendering is also what the mirror reads back: it is the model
 without loss. Beside them in ``state/`` the ``ProjectRecord`` says when the page was
 fetched and where upstream serves its files.
+
+A page is written whole or not at all: both renderings and their gzip forms go to temp
+files before any is renamed into place (a full disk leaves the old page, or none, never
+an ``index.html`` without its ``index.v1_json``). A large page is parsed and rendered off
+the event loop (``project.offload``), in pieces that are written as they are made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Callable
+import zlib
+from collections.abc import Awaitable, Callable
 
 from mirror.core import layout
 from mirror.core.index import (
     PageParseError,
     parse_project_json,
-    render_project_html,
-    render_project_json,
+    render_project_html_pieces,
+    render_project_json_pieces,
 )
 from mirror.core.model import ProjectPage
 from mirror.core.record import JsonApiMeta, ProjectRecord
 from mirror.log import get_logger
-from mirror.storage import Storage
+from mirror.project.offload import OFF_LOOP_BYTES, OFF_LOOP_FILES, CpuWork, wait_all
+from mirror.storage import AtomicWriter, Storage
 
 log = get_logger("mirror.pages")
 
@@ -37,21 +44,33 @@ def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
-Rendering = tuple[bytes, bytes | None]
+def _gzip_pieces(pieces: list[bytes]) -> bytes:
+    """The gzip form of the bytes of ``pieces`` (the bytes ``gzip_bytes`` gives them
+    joined), made without joining them."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip header, as gzip_bytes
+    out = [packer.compress(piece) for piece in pieces]
+    out.append(packer.flush())
+    return b"".join(out)
 
 
-def _render(page: ProjectPage) -> tuple[Rendering, Rendering]:
-    """The JSON and HTML renderings with their gzip forms (CPU: run off the event loop)."""
+#: A rendering in pieces (never joined: a large page's would be a second copy), and its
+#: gzip form (None when too small to be worth it).
+Rendering = tuple[list[bytes], bytes | None]
+#: Bytes per write of a rendering's pieces.
+WRITE_CHUNK = 4 * 1024**2
 
-    def form(body: bytes) -> Rendering:
-        return body, gzip_bytes(body) if len(body) >= GZIP_MIN_SIZE else None
 
-    return form(render_project_json(page)), form(render_project_html(page))
+def _render_form(render: Callable[[ProjectPage], list[bytes]], page: ProjectPage) -> Rendering:
+    """One rendering with its gzip form (CPU: a large page's is made off the event loop)."""
+    pieces = render(page)
+    size = sum(len(piece) for piece in pieces)
+    return pieces, _gzip_pieces(pieces) if size >= GZIP_MIN_SIZE else None
 
 
 class PageStore:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, cpu: CpuWork | None = None) -> None:
         self.storage = storage
+        self.cpu = cpu if cpu is not None else CpuWork()
         #: Told the name of every project whose page, record or JSON API changed here:
         #: what keeps them in memory (the page cache, the hot pages) forgets them.
         self.watchers: list[Callable[[str], None]] = []
@@ -71,44 +90,55 @@ class PageStore:
         if data is None:
             return None
         try:
-            return parse_project_json(data)
+            return await self.cpu.run(len(data) >= OFF_LOOP_BYTES, parse_project_json, data)
         except PageParseError as exc:
             log.warning("web_page_unreadable", project=project, error=str(exc))
             return None
 
     async def write_page(self, page: ProjectPage) -> None:
-        """Both renderings and their gzip forms (written side by side), then the links."""
+        """Both renderings and their gzip forms, then ``index.v1_html``'s links.
+
+        Every byte goes to temp files before any of them is renamed into place, so a
+        full disk fails the write with nothing changed: never an ``index.html`` without
+        its ``index.v1_json``, or a new one beside an old one. A large page is rendered
+        off the event loop, one rendering at a time (only one is in memory at once).
+        """
         project = page.name
-        forms = await asyncio.get_running_loop().run_in_executor(None, _render, page)
+        large = len(page.files) >= OFF_LOOP_FILES
         html = layout.simple_page(project, layout.PAGE_HTML)
         v1_html = layout.simple_page(project, layout.PAGE_V1_HTML)
         json = layout.simple_page(project, layout.PAGE_V1_JSON)
-        await asyncio.gather(
-            *(
-                self._write(rel, body, packed)
-                for rel, (body, packed) in ((json, forms[0]), (html, forms[1]))
-            )
-        )
-        if forms[1][1] is None:
-            links = [
-                self.storage.link(html, v1_html),
-                self.storage.delete(v1_html + layout.GZIP_SUFFIX),
-            ]
+        gz = layout.GZIP_SUFFIX
+        staged: list[AtomicWriter] = []
+        unpacked: list[str] = []  # renderings too small for a gzip sibling
+        try:
+            renderers = ((json, render_project_json_pieces), (html, render_project_html_pieces))
+            for rel, render in renderers:
+                pieces, packed = await self.cpu.run(large, _render_form, render, page)
+                parts = [(rel, pieces)]
+                del pieces
+                if packed is None:
+                    unpacked.append(rel)
+                else:
+                    parts.append((rel + gz, [packed]))
+                del packed
+                writers = [self.storage.writer(part) for part, _ in parts]
+                staged += writers
+                await wait_all(
+                    *(_write(w, chunks) for w, (_, chunks) in zip(writers, parts, strict=True))
+                )
+                del parts
+            await wait_all(*(writer.commit() for writer in staged))
+        finally:
+            await asyncio.gather(*(writer.abort() for writer in staged))
+        await asyncio.gather(*(self.storage.delete(rel + gz) for rel in unpacked))
+        links: list[Awaitable[object]] = [self.storage.link(html, v1_html)]
+        if html in unpacked:
+            links.append(self.storage.delete(v1_html + gz))
         else:
-            gz = layout.GZIP_SUFFIX
-            links = [self.storage.link(html, v1_html), self.storage.link(html + gz, v1_html + gz)]
+            links.append(self.storage.link(html + gz, v1_html + gz))
         await asyncio.gather(*links)
         self._changed(project)
-
-    async def _write(self, rel: str, body: bytes, packed: bytes | None) -> None:
-        """``body`` and its gzip sibling (None: too small to be worth it, none is kept)."""
-        sibling = rel + layout.GZIP_SUFFIX
-        if packed is None:
-            await asyncio.gather(self.storage.delete(sibling), self.storage.write_bytes(rel, body))
-        else:
-            await asyncio.gather(
-                self.storage.write_bytes(sibling, packed), self.storage.write_bytes(rel, body)
-            )
 
     # -- the record -----------------------------------------------------------------------
 
@@ -162,3 +192,16 @@ class PageStore:
         await self.storage.delete_tree(layout.json_api_meta_dir(project))
         await self.storage.delete(layout.project_record(project))
         self._changed(project)
+
+
+async def _write(writer: AtomicWriter, pieces: list[bytes]) -> None:
+    """Write ``pieces`` (handed over: each is let go once written), joined into writes
+    of about ``WRITE_CHUNK`` bytes."""
+    pieces.reverse()
+    while pieces:
+        batch: list[bytes] = []
+        size = 0
+        while pieces and size < WRITE_CHUNK:
+            batch.append(pieces.pop())
+            size += len(batch[-1])
+        await writer.write(b"".join(batch))

@@ -42,8 +42,11 @@ class _PairWriter:
             await self.plain.write(data)
             await self.packed.write(self._zlib.compress(data))
 
-    async def commit(self) -> None:
+    async def finish(self) -> None:
+        """The last bytes written (then only renames are left)."""
         await self.packed.write(self._zlib.flush())
+
+    async def commit(self) -> None:
         await self.packed.commit()
         await self.plain.commit()
 
@@ -85,6 +88,10 @@ class RootWriter:
         await self._head()
         await self.html.write(self.renderer.html_tail())
         await self.json.write(self.renderer.json_tail())
+        # Every byte of both pages is written before either is renamed into place: a
+        # full disk leaves the old root list whole.
+        await self.json.finish()
+        await self.html.finish()
         await self.json.commit()
         await self.html.commit()
         html = layout.simple_root(layout.PAGE_HTML)

@@ -1,28 +1,48 @@
 """``/packages/aa/bb/<digest>/<filename>`` and ``<filename>.metadata``.
 
-A hit is a ``web.FileResponse`` (sendfile, Range, HEAD, ETag, 304). A miss joins the
-file's single download and streams the bytes written so far, holding back the tail until
-the download was verified; if verification fails the connection is aborted.
+A hit is a ``web.FileResponse`` (sendfile, Range, HEAD, ETag, 304), or a small file from
+memory. A miss joins the file's single download and streams the bytes written so far,
+holding back the tail until the download was verified; if verification fails the
+connection is aborted. A store that cannot take the file (a full disk) is a clear 503:
+the download makes room for the whole file before its readers start.
+
+Eviction never turns a listed file into a 404: a request marks its file as being read
+before it looks for it (eviction in this process leaves it alone until the answer is
+sent), opens it before answering (then removing it changes nothing for this answer),
+and a file gone by then — removed by another process — is fetched again as a miss.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+import weakref
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from mirror.cache.files import FileCache, Located
+from mirror.cache.files import Located, ReadHold
 from mirror.cache.hot import HeldBytes
 from mirror.cache.pages import CacheResult
 from mirror.core.layout import METADATA_SUFFIX, PackagePath, parse_package_path
-from mirror.errors import IntegrityError, MirrorError, UpstreamError, UpstreamNotFound
+from mirror.errors import (
+    IntegrityError,
+    MirrorError,
+    StorageError,
+    UpstreamError,
+    UpstreamNotFound,
+)
 from mirror.log import get_logger
 from mirror.project.files import HOLDBACK, Download
 from mirror.server.errors import upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
-from mirror.server.stored import stored_response
+from mirror.server.stored import (
+    OpenedFile,
+    asks_no_bytes,
+    not_satisfiable,
+    open_stored,
+    stored_response,
+    unsatisfiable,
+)
 from mirror.services import Services
 from mirror.storage import ByteReader
 
@@ -31,6 +51,9 @@ _background: set[asyncio.Task[None]] = set()
 
 FILE_CACHE_CONTROL = "max-age=365000000, immutable, public"
 READ_CHUNK = 256 * 1024
+#: A miss whose file is removed (by another process) as soon as it is stored is fetched
+#: again, this many times in all.
+MISS_ATTEMPTS = 3
 CONDITIONAL_HEADERS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match")
 # What a held (in-memory) answer does not handle: FileResponse does.
 MEMORY_UNFIT_HEADERS = ("Range", "If-Range", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
@@ -63,47 +86,95 @@ async def package_file(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     path, is_metadata = _parse(request.match_info["tail"])
     rel = path.web_metadata if is_metadata else path.web
+    # From here until its answer is sent (or given up), eviction leaves the file alone.
+    hold = svc.files.hold(rel)
+    try:
+        return await _package_file(request, svc, path, is_metadata, rel, hold)
+    finally:
+        hold.release()  # unless the answer took it over (then it releases it)
+
+
+async def _package_file(
+    request: web.Request,
+    svc: Services,
+    path: PackagePath,
+    is_metadata: bool,
+    rel: str,
+    hold: ReadHold,
+) -> web.StreamResponse:
     if svc.files.known_present(rel) or await svc.storage.stat(rel) is not None:
-        svc.files.note_present(rel)
-        request[CACHE_RESULT] = CacheResult.HIT
-        svc.metrics.cache_results.labels("file", CacheResult.HIT.value).inc()
-        return await _serve_stored(request, svc, rel)
+        response = await _serve_stored(request, svc, rel, hold)
+        if response is not None:
+            svc.files.note_present(rel)
+            request[CACHE_RESULT] = CacheResult.HIT
+            svc.metrics.cache_results.labels("file", CacheResult.HIT.value).inc()
+            return response
+        svc.files.forget_present(rel)  # removed meanwhile (by another process): a miss
     if svc.pages.offline:
         raise web.HTTPNotFound(text=f"{path.filename} is not held by this offline mirror\n")
     request[CACHE_RESULT] = CacheResult.MISS
     svc.metrics.cache_results.labels("file", CacheResult.MISS.value).inc()
     try:
         located = await svc.files.locate(path)
-    except (UpstreamError, IntegrityError) as exc:
+    except (UpstreamError, IntegrityError, StorageError) as exc:
         raise upstream_failure(exc, path.filename) from exc
     if located is None:
         raise web.HTTPNotFound(text=f"{path.filename} is not listed by the upstream index\n")
-    if is_metadata:
-        return await _metadata_miss(request, svc, located, rel)
-    download = svc.files.download(located)
+    for _ in range(MISS_ATTEMPTS):
+        try:
+            if is_metadata:
+                return await _metadata_miss(request, svc, located, rel, hold)
+            return await _answer_download(request, svc, svc.files.download(located), hold)
+        except _Vanished:
+            # Stored, then removed by another process before it could be read: again.
+            log.info("file_vanished", file=rel)
+    raise web.HTTPServiceUnavailable(
+        text=f"{path.filename} was evicted each time as soon as it was stored; ask again "
+        "(see [cache] max-size)\n",
+        headers={"Retry-After": "1"},
+    )
+
+
+class _Vanished(Exception):
+    """A file just stored was removed (by another process) before it could be read."""
+
+
+async def _answer_download(
+    request: web.Request, svc: Services, download: Download, hold: ReadHold
+) -> web.StreamResponse:
     if request.method == "HEAD":
-        return await _head_of_download(request, svc, download)
+        return await _head_of_download(request, svc, download, hold)
     byte_range = _single_range(request)
     if byte_range is not None:
-        return await _range_of_download(request, svc, download, byte_range)
+        return await _range_of_download(request, svc, download, byte_range, hold)
     if any(h in request.headers for h in CONDITIONAL_HEADERS):
-        return await _serve_when_done(request, svc, download)
+        return await _serve_when_done(request, svc, download, hold)
     return await _stream_download(request, download)
 
 
 async def _serve_when_done(
-    request: web.Request, svc: Services, download: Download
+    request: web.Request, svc: Services, download: Download, hold: ReadHold
 ) -> web.StreamResponse:
     """Wait for the verified file, then answer as for a hit (conditions, ranges)."""
     try:
         await download.wait()
     except MirrorError as exc:
         raise upstream_failure(exc, download.item.file.filename) from exc
-    return await _serve_stored(request, svc, download.item.path.web)
+    return await _serve_stored_or_retry(request, svc, download.item.path.web, hold)
+
+
+async def _serve_stored_or_retry(
+    request: web.Request, svc: Services, rel: str, hold: ReadHold
+) -> web.StreamResponse:
+    """A file just stored, answered as a hit (``_Vanished`` if it is gone already)."""
+    response = await _serve_stored(request, svc, rel, hold)
+    if response is None:
+        raise _Vanished(rel)
+    return response
 
 
 async def _head_of_download(
-    request: web.Request, svc: Services, download: Download
+    request: web.Request, svc: Services, download: Download, hold: ReadHold
 ) -> web.StreamResponse:
     """A HEAD of a file on its way: its size is known from the index (or the upstream's
     answer), so the client need not wait for the bytes; the download goes on."""
@@ -111,7 +182,7 @@ async def _head_of_download(
         await download.started.wait()
     size = download.expected_size
     if size is None or (download.done and download.error is not None):
-        return await _serve_when_done(request, svc, download)
+        return await _serve_when_done(request, svc, download, hold)
     response = web.StreamResponse(headers=file_headers(download.item.file.filename))
     response.content_length = size
     return response
@@ -136,6 +207,7 @@ async def _range_of_download(
     svc: Services,
     download: Download,
     byte_range: tuple[int | None, int | None],
+    hold: ReadHold,
 ) -> web.StreamResponse:
     """A range of a file on its way, answered from the bytes already written when it lies
     before the held-back tail; a range that reaches into the tail waits for the verified
@@ -144,7 +216,9 @@ async def _range_of_download(
         await download.started.wait()
     size = download.expected_size
     if size is None:
-        return await _serve_when_done(request, svc, download)
+        return await _serve_when_done(request, svc, download, hold)
+    if unsatisfiable(request, None, size):
+        raise not_satisfiable(size)
     first, last = byte_range
     if first is None:  # the last N bytes
         assert last is not None
@@ -152,14 +226,14 @@ async def _range_of_download(
     else:
         start, end = first, min(size - 1, last if last is not None else size - 1)
     if start > end or start >= size or end >= size - HOLDBACK:
-        return await _serve_when_done(request, svc, download)
+        return await _serve_when_done(request, svc, download, hold)
     while download.available <= end and not download.done:
         await download.progressed(download.available)
     if download.error is not None or download.available <= end:
-        return await _serve_when_done(request, svc, download)
+        return await _serve_when_done(request, svc, download, hold)
     reader = await download.open_reader()
     if reader is None:
-        return await _serve_when_done(request, svc, download)
+        return await _serve_when_done(request, svc, download, hold)
     headers = file_headers(download.item.file.filename)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     response = web.StreamResponse(status=206, headers=headers)
@@ -189,47 +263,67 @@ async def _skip(reader: ByteReader, count: int) -> None:
 
 
 async def _metadata_miss(
-    request: web.Request, svc: Services, located: Located, rel: str
+    request: web.Request, svc: Services, located: Located, rel: str, hold: ReadHold
 ) -> web.StreamResponse:
     try:
         found = await svc.files.ensure_metadata(located)
     except UpstreamNotFound:
         found = False
-    except (UpstreamError, IntegrityError) as exc:
+    except (UpstreamError, IntegrityError, StorageError) as exc:
         raise upstream_failure(exc, located.item.file.filename + METADATA_SUFFIX) from exc
     if not found:
         raise web.HTTPNotFound(text=f"no metadata for {located.item.file.filename}\n")
-    return await _serve_stored(request, svc, rel)
+    return await _serve_stored_or_retry(request, svc, rel, hold)
 
 
-class _ReaderFileResponse(web.FileResponse):
-    """A FileResponse that marks its file as being read while it is sent (for eviction)."""
+class _OpenedFileResponse(web.FileResponse):
+    """A FileResponse on a file opened ahead (``OpenedFile``), which keeps its file marked
+    as being read (``ReadHold``) until it was sent; both are let go when it is done — or
+    when it is dropped without ever being sent."""
 
-    def __init__(self, path: Path, files: FileCache, rel: str, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self._files = files
-        self._rel = rel
+    def __init__(self, opened: OpenedFile, hold: ReadHold, headers: dict[str, str]) -> None:
+        super().__init__(opened.path, headers=headers)
+        self._done = weakref.finalize(self, _let_go, opened, hold)
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        async with self._files.reading(self._rel):
+        try:
             return await super().prepare(request)
+        finally:
+            self._done()
 
 
-async def _serve_stored(request: web.Request, svc: Services, rel: str) -> web.StreamResponse:
-    if svc.evictor is not None:  # access times matter only for eviction
-        _touch_later(svc, rel)
+def _let_go(opened: OpenedFile, hold: ReadHold) -> None:
+    opened.close()
+    hold.release()
+
+
+async def _serve_stored(
+    request: web.Request, svc: Services, rel: str, hold: ReadHold
+) -> web.StreamResponse | None:
+    """The stored file ``rel``, or None when it is not there (any more)."""
     headers = file_headers(rel)
     if not any(h in request.headers for h in MEMORY_UNFIT_HEADERS):
         held = await svc.hot_files.get(rel)
         if held is not None:
+            _touched(svc, rel)
             return _held_response(request, held, headers)
-    return await stored_response(
-        request,
-        svc.storage,
-        rel,
-        headers,
-        make=lambda path, h: _ReaderFileResponse(path, svc.files, rel, h),
-    )
+    local = svc.storage.local_path(rel)
+    if local is None:  # no local file (object storage): streamed
+        _touched(svc, rel)
+        return await stored_response(request, svc.storage, rel, headers)
+    opened = await asyncio.get_running_loop().run_in_executor(None, open_stored, local)
+    if opened is None:
+        return None
+    try:
+        if asks_no_bytes(request):
+            info = await svc.storage.stat(rel)
+            if info is not None and unsatisfiable(request, info, info.size):
+                raise not_satisfiable(info.size)
+    except BaseException:
+        opened.close()
+        raise
+    _touched(svc, rel)
+    return _OpenedFileResponse(opened, hold.another(), headers)
 
 
 def _held_response(
@@ -245,7 +339,10 @@ def _held_response(
     return web.Response(body=held.plain, headers=headers)  # aiohttp sends no body to a HEAD
 
 
-def _touch_later(svc: Services, rel: str) -> None:
+def _touched(svc: Services, rel: str) -> None:
+    """Record the read for eviction (in the background; only eviction needs it)."""
+    if svc.evictor is None:
+        return
     task = asyncio.get_running_loop().create_task(svc.storage.touch_access(rel))
     _background.add(task)
     task.add_done_callback(_background.discard)
@@ -253,15 +350,22 @@ def _touch_later(svc: Services, rel: str) -> None:
 
 async def _stream_download(request: web.Request, download: Download) -> web.StreamResponse:
     name = download.item.file.filename
+    # Started: the store made room for the whole file (``reserve``) where it can, so a
+    # full disk is a clear 503 here, not a cut-off 200.
     await download.started.wait()
+    if download.done and download.error is not None:
+        if not isinstance(download.error, MirrorError):
+            raise download.error
+        raise upstream_failure(download.error, name)
     reader = await download.open_reader()
     if reader is None:
         while not download.done:  # it failed already: answer once it has settled
             await download.progressed(download.available)
-        error = download.error or UpstreamError("the download vanished")
-        if not isinstance(error, MirrorError):
-            raise error
-        raise upstream_failure(error, name)
+        if download.error is None:
+            raise _Vanished(download.item.path.web)  # held, and removed meanwhile
+        if not isinstance(download.error, MirrorError):
+            raise download.error
+        raise upstream_failure(download.error, name)
     response = web.StreamResponse(headers=file_headers(name))
     if download.expected_size is not None:
         response.content_length = download.expected_size

@@ -12,10 +12,14 @@ from mirror.core import layout
 from mirror.core.index import render_project_html, render_project_json
 from mirror.core.names import is_valid_project_name, normalize
 from mirror.core.negotiate import IndexFormat, MalformedAccept, accepts_gzip, choose_format
-from mirror.errors import IntegrityError, UpstreamError, UpstreamNotFound
-from mirror.server.errors import upstream_failure
+from mirror.errors import IntegrityError, StorageError, UpstreamError, UpstreamNotFound
+from mirror.log import get_logger
+from mirror.server.errors import as_storage_error, storage_unavailable, upstream_failure
 from mirror.server.keys import CACHE_RESULT, services
 from mirror.server.stored import stored_response
+from mirror.services import Services
+
+log = get_logger("mirror.simple")
 
 PAGE_CACHE_CONTROL = "max-age=600, public"
 FILE_FOR_FORMAT = {
@@ -63,13 +67,15 @@ def _redirect(location: str, query: str) -> web.HTTPMovedPermanently:
 async def root_page(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     fmt = negotiate(request)
+    rel = layout.simple_root(FILE_FOR_FORMAT[fmt])
     try:
         result = await svc.root.ensure()
     except UpstreamError as exc:
         raise upstream_failure(exc, "the project list") from exc
+    except (OSError, StorageError) as exc:
+        result = await held_despite(svc, rel, exc, "the project list")
     request[CACHE_RESULT] = result
     svc.metrics.cache_results.labels("root", result.value).inc()
-    rel = layout.simple_root(FILE_FOR_FORMAT[fmt])
     return await stored_response(request, svc.storage, rel, page_headers(fmt, None))
 
 
@@ -100,6 +106,9 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"project {project!r} not found\n") from exc
     except (UpstreamError, IntegrityError) as exc:
         raise upstream_failure(exc, f"project {project!r}") from exc
+    except (OSError, StorageError) as exc:
+        page_rel = layout.simple_page(project, layout.PAGE_V1_JSON)
+        result = await held_despite(svc, page_rel, exc, f"the page of {project}")
     request[CACHE_RESULT] = result
     svc.metrics.cache_results.labels("page", result.value).inc()
     record = await svc.pages.served_record(project)
@@ -111,6 +120,19 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if page is None:
         return await stored_response(request, svc.storage, rel, page_headers(fmt, serial))
     return _page_response(request, page, page_headers(fmt, serial))
+
+
+async def held_despite(
+    svc: Services, rel: str, exc: OSError | StorageError, what: str
+) -> CacheResult:
+    """What to answer when ``what`` could not be brought up to date because the store
+    cannot take it (a full disk): the copy held at ``rel`` (stale), or a 503."""
+    error = as_storage_error(exc, what, svc.storage.describe())
+    if await svc.storage.exists(rel):
+        log.warning("storage_stale_served", what=what, error=str(error))
+        return CacheResult.STALE
+    log.warning("storage_write_failed", what=what, error=str(error))
+    raise storage_unavailable(error, what) from exc
 
 
 def _page_response(

@@ -13,6 +13,7 @@ from mirror.storage.base import (
     Storage,
     StoreLock,
 )
+from mirror.storage.failures import storage_failure
 from mirror.storage.filesystem import FileSystemStorage
 from mirror.storage.text import read_lines
 
@@ -25,6 +26,7 @@ __all__ = [
     "StoreLock",
     "open_storage",
     "read_lines",
+    "storage_failure",
 ]
 
 

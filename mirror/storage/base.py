@@ -60,6 +60,10 @@ class AtomicWriter(Protocol):
     @property
     def written(self) -> int: ...
 
+    async def reserve(self, size: int) -> None:
+        """Make room for ``size`` bytes up front where the backend can, so that a full
+        store fails here rather than part way (a no-op where it cannot)."""
+
     async def write(self, data: bytes) -> None: ...
 
     async def flush(self) -> None:

@@ -25,8 +25,6 @@ from mirror.storage.fileio import FileReader, blocking
 _ATTEMPTS = 10
 
 
-
-
 def claim_path(directory: Path, rel: str) -> Path:
     return directory / hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 

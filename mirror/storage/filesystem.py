@@ -28,10 +28,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from mirror.core import layout
 from mirror.errors import LockHeld, StorageError, UnsafePathError
+from mirror.processes import process_alive
 from mirror.storage.base import READ_LIMIT, Claim, FileInfo
 from mirror.storage.claims import (
     FileClaim,
@@ -129,6 +130,31 @@ def _syncfs() -> Callable[[int], int] | None:
     return call
 
 
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int], None] | None:
+    """libc's ``fallocate`` (Linux) keeping the file's size (followers of a download read
+    its size as the bytes written so far), or None; loaded on first use."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = getattr(libc, "fallocate64", None) or libc.fallocate
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+
+    def call(fd: int, size: int) -> None:
+        if function(fd, _FALLOC_FL_KEEP_SIZE, 0, size) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number))
+
+    return call
+
+
 def _sync_batch(directories: list[Path], root: Path) -> None:
     """A barrier: the entries of ``directories`` (all on ``root``'s filesystem: renames
     put them there) made durable, by one ``syncfs`` when there are many. The files' bytes
@@ -203,6 +229,9 @@ class FileSystemWriter:
         self._written = 0
         self._committed = False
         self._aborted = False
+        # The blocking call in flight: abort waits for it (also when its caller was
+        # cancelled), so that a descriptor is never closed while a thread writes to it.
+        self._busy: asyncio.Future[Any] | None = None
 
     @property
     def written(self) -> int:
@@ -243,8 +272,30 @@ class FileSystemWriter:
         with contextlib.suppress(FileNotFoundError):
             self._temp.unlink()
 
+    def _reserve(self, size: int) -> None:
+        fd = self._open()
+        allocate = _fallocate()
+        if allocate is None or size <= 0:
+            return
+        try:
+            allocate(fd, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        self._busy = future
+        return await asyncio.shield(future)
+
+    async def reserve(self, size: int) -> None:
+        """Allocate room for ``size`` bytes now (``fallocate``, the file's size unchanged)
+        where the filesystem can: a full disk fails here, before any byte was promised to
+        anyone. Elsewhere nothing happens, and the writes find out."""
+        await self._call(self._reserve, size)
+
     async def write(self, data: bytes) -> None:
-        await _blocking(self._write, data)
+        await self._call(self._write, data)
         self._written += len(data)
 
     async def flush(self) -> None:
@@ -258,7 +309,7 @@ class FileSystemWriter:
 
     async def commit(self) -> None:
         deferred = self._storage._deferred()
-        changed = await _blocking(self._finish, deferred)
+        changed = await self._call(self._finish, deferred)
         self._committed = True
         if deferred:
             self._storage.dirtied(changed)
@@ -267,6 +318,11 @@ class FileSystemWriter:
         if self._committed or self._aborted:
             return
         self._aborted = True
+        busy = self._busy
+        if busy is not None and not busy.done():
+            await asyncio.wait([busy])
+            if not busy.cancelled() and busy.exception() is None and self._fd is None:
+                return  # a commit whose caller was cancelled finished its rename after all
         await _blocking(self._drop)
 
     async def __aenter__(self) -> FileSystemWriter:
@@ -407,7 +463,7 @@ class FileSystemStorage:
                     continue
                 owner = _owner_pid(entry.name)
                 idle = now - entry.stat().st_mtime >= older_than
-                if idle or owner is None or not _process_alive(owner):
+                if idle or owner is None or not process_alive(owner):
                     os.unlink(entry.path)
                     removed += 1
         return removed
@@ -661,18 +717,6 @@ def _read_pid(fd: int) -> int | None:
 def _owner_pid(temp_name: str) -> int | None:
     head = temp_name.split(".", 1)[0]
     return int(head) if head.isdigit() else None
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _scan(directory: Path) -> list[tuple[Path, bool, int, float, float]]:
