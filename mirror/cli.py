@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Set by the supervisor for the processes it starts ([serve] workers > 1).
     serve_parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    # ... with the supervisor's PID: a worker stops when it is gone.
+    serve_parser.add_argument("--supervisor", type=int, default=None, help=argparse.SUPPRESS)
     commands.add_parser(
         "sync",
         parents=[common],
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from mirror.server.run import serve
 
-        return serve(config, worker=args.worker)
+        return serve(config, worker=args.worker, supervisor=args.supervisor)
     if args.command == "sync":
         from mirror.sync.commands import run_sync
 

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mirror.config import Config
+from mirror.core import layout
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.server import jsonapi, ops, packages, simple, tuf
 from mirror.server.keys import CONFIG, METRICS, REQUEST_IDS, SERVICES, STORAGE, WORKER
+from mirror.server.lifecycle import LIFECYCLE, RESPONSE_STARTED, Lifecycle
 from mirror.server.middleware import request_context
 from mirror.server.requestids import RequestIds
 from mirror.services import open_services
@@ -33,6 +35,7 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
         app[SERVICES].append(svc)
         barriers = asyncio.create_task(_barriers(storage))
         evictor_task = None
+        legacy = asyncio.create_task(_remove_legacy(storage)) if primary else None
         if primary and svc.evictor is not None:
             evictor_task = asyncio.create_task(svc.evictor.run())
         if primary and svc.upstream is not None and config.sync.interval > 0:
@@ -41,9 +44,11 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
         try:
             yield
         finally:
-            barriers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await barriers
+            for task in (barriers, legacy):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if svc.follower is not None:
                 await svc.follower.stop()
             if evictor_task is not None:
@@ -54,6 +59,18 @@ async def _services_ctx(app: web.Application, *, primary: bool) -> AsyncIterator
 
 
 BARRIER_INTERVAL = 1.0
+
+
+async def _remove_legacy(storage: Storage) -> None:
+    """What earlier versions wrote and nothing reads any more (``layout.LEGACY_TREES``)."""
+    for prefix in layout.LEGACY_TREES:
+        try:
+            removed = await storage.delete_tree(prefix)
+        except OSError as exc:
+            log.warning("legacy_cleanup_failed", path=prefix, error=str(exc))
+            continue
+        if removed:
+            log.info("legacy_removed", path=prefix, files=removed)
 
 
 async def _barriers(storage: Storage) -> None:
@@ -85,6 +102,7 @@ def create_app(
     app[REQUEST_IDS] = RequestIds()
     app[WORKER] = worker
     app[SERVICES] = []
+    app[LIFECYCLE] = Lifecycle()
     app.cleanup_ctx.append(functools.partial(_services_ctx, primary=primary))
     app.router.add_get("/", ops.index)
     app.router.add_get("/health", ops.health)
@@ -97,11 +115,16 @@ def create_app(
     app.router.add_get("/pypi/{project}/json", jsonapi.json_api)
     app.router.add_get("/tuf/{name}", tuf.metadata)
     app.router.add_get("/pypi/{project}/{version}/json", jsonapi.json_api)
-    app.on_response_prepare.append(_vary_on_accept)
+    app.on_response_prepare.append(_on_prepare)
     return app
 
 
-async def _vary_on_accept(request: web.Request, response: web.StreamResponse) -> None:
-    """Index pages depend on Accept too (FileResponse sets only Accept-Encoding)."""
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Index pages depend on Accept too (FileResponse sets only Accept-Encoding); once the
+    answer began, a shutdown can only cut it off; while stopping, no keep-alive."""
+    request[RESPONSE_STARTED] = True
+    if request.app[LIFECYCLE].stopping:
+        response.force_close()
+        response.headers["Connection"] = "close"  # its headers are made before this hook
     if request.path.startswith("/simple/") and response.status in (200, 304):
         response.headers["Vary"] = "Accept, Accept-Encoding"

@@ -19,7 +19,6 @@ from mirror.server.workers import Supervisor, check_address, worker_count
 log = get_logger("mirror.cli")
 
 EXIT_CONFIG = 2
-SHUTDOWN_TIMEOUT = 10.0
 
 
 def _fail(message: str, config: Config) -> int:
@@ -27,8 +26,11 @@ def _fail(message: str, config: Config) -> int:
     return EXIT_CONFIG
 
 
-def serve(config: Config, *, worker: int | None = None) -> int:
-    """Run the daemon; ``worker``: this process is worker K of a supervisor."""
+def serve(config: Config, *, worker: int | None = None, supervisor: int | None = None) -> int:
+    """Run the daemon; ``worker``: this process is worker K of the process ``supervisor``
+    (it stops when that is gone). Returns 0
+    after SIGTERM once requests and downloads finished or the grace ended
+    (``server.lifecycle``)."""
     if worker is None:
         problem = _start_up_problem(config)
         if problem is not None:
@@ -38,7 +40,8 @@ def serve(config: Config, *, worker: int | None = None) -> int:
             return _supervise(config, workers)
     # Imported here: the supervisor never runs the app, and stays small.
     from mirror.server.app import create_app
-    from mirror.server.middleware import runner_options
+    from mirror.server.lifecycle import CannotListen, serve_app
+    from mirror.server.middleware import quiet_parser_rejections, runner_options
 
     try:
         app = create_app(config, worker=worker)
@@ -49,19 +52,21 @@ def serve(config: Config, *, worker: int | None = None) -> int:
     else:
         structlog.contextvars.bind_contextvars(worker=worker)  # on every line it logs
         log.info("worker_started")
-    from aiohttp import web
-
-    web.run_app(
-        app,
-        host=config.serve.host,
-        port=config.serve.port,
-        print=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        reuse_port=worker is not None,
-        **runner_options(),
-    )
-    log.info("server_stopped" if worker is None else "worker_stopped")
-    return 0
+    quiet_parser_rejections()
+    try:
+        return asyncio.run(
+            serve_app(
+                app,
+                host=config.serve.host,
+                port=config.serve.port,
+                grace=config.serve.shutdown_grace,
+                runner_options=runner_options(app),
+                worker=worker,
+                supervisor=supervisor,
+            )
+        )
+    except CannotListen as exc:
+        return _fail(f"cannot listen on {config.serve.listen}: {exc}", config)
 
 
 def _start_up_problem(config: Config) -> str | None:

@@ -4,13 +4,17 @@ The process ``pypi-mirror serve`` starts as becomes the supervisor when more tha
 worker is configured. It starts the workers — the same program and configuration, with
 ``--worker K`` — which each listen on the address with ``SO_REUSEPORT`` (the kernel spreads
 connections over them), passes SIGTERM and SIGINT on, restarts a worker that died, and
-exits once they all stopped. Worker 0 is the primary: it alone runs the changelog follower
-and the evictor (``create_app(primary=...)``); the others only serve.
+exits once they all stopped: within ``[serve] shutdown-grace`` and a second or two, as each
+worker stops as ``server.lifecycle`` says (one that does not is killed ``STOP_MARGIN``
+seconds after the grace). A worker whose supervisor died stops by itself. Worker 0 is
+the primary: it alone runs the changelog follower and the evictor
+(``create_app(primary=...)``); the others only serve.
 
 What the workers share goes through the storage: pages and files (single flight across
 processes through ``storage.claims``), and the metrics, kept in prometheus-client's
 multiprocess mode in a directory the supervisor makes (``PROMETHEUS_MULTIPROC_DIR``) and
-summed by whichever worker answers ``/metrics``.
+summed by whichever worker answers ``/metrics``. The directory is named after the
+supervisor's PID; one left by a supervisor that was killed is removed by the next one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Sequence
 from mirror.config import Config
 from mirror.log import get_logger
 from mirror.metrics import MULTIPROC_DIR_ENV
+from mirror.processes import process_alive
 
 log = get_logger("mirror.server")
 
@@ -37,7 +42,9 @@ LISTEN_ENV = "PYPI_MIRROR_SERVE_LISTEN"
 # restarted again: something is wrong with the configuration or the host.
 QUICK_DEATH = 5.0
 QUICK_DEATHS = 3
-STOP_TIMEOUT = 15.0
+# A worker still running this long after the grace ended is killed.
+STOP_MARGIN = 5.0
+METRICS_DIR_PREFIX = "pypi-mirror-metrics-"
 
 
 def worker_count(config: Config) -> int:
@@ -61,10 +68,12 @@ class Supervisor:
         self.workers = workers
         self.stopping = False
         self.stopped_at = 0.0
+        self.stop_timeout = config.serve.shutdown_grace + STOP_MARGIN
         self.procs: dict[int, asyncio.subprocess.Process] = {}
 
     async def run(self, port: int) -> int:
-        metrics_dir = tempfile.mkdtemp(prefix="pypi-mirror-metrics-")
+        _remove_dead_metrics_dirs()
+        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
         env = {
             **os.environ,
             MULTIPROC_DIR_ENV: metrics_dir,
@@ -86,7 +95,7 @@ class Supervisor:
             return
         self.stopping = True
         self.stopped_at = time.monotonic()
-        log.info("server_stopping", workers=len(self.procs))
+        log.info("server_stopping", workers=len(self.procs), grace=self.config.serve.shutdown_grace)
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -97,9 +106,20 @@ class Supervisor:
         while True:
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mirror", *self.argv, "--worker", str(index), env=env
+                sys.executable,
+                "-m",
+                "mirror",
+                *self.argv,
+                "--worker",
+                str(index),
+                "--supervisor",
+                str(os.getpid()),
+                env=env,
             )
             self.procs[index] = proc
+            if self.stopping:  # SIGTERM came while it was being started
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
             code = await self._wait(proc)
             del self.procs[index]
             _forget_metrics(env[MULTIPROC_DIR_ENV], proc.pid)
@@ -114,14 +134,26 @@ class Supervisor:
             await asyncio.sleep(min(0.5 * quick_deaths, 5.0))
 
     async def _wait(self, proc: asyncio.subprocess.Process) -> int:
-        """Its exit code; killed when it does not stop within ``STOP_TIMEOUT`` of SIGTERM."""
+        """Its exit code; killed when it does not stop within the grace and
+        ``STOP_MARGIN`` of SIGTERM."""
         while True:
             try:
                 return await asyncio.wait_for(proc.wait(), 1.0)
             except TimeoutError:
-                if self.stopping and time.monotonic() - self.stopped_at > STOP_TIMEOUT:
+                if self.stopping and time.monotonic() - self.stopped_at > self.stop_timeout:
+                    log.error("worker_killed", pid=proc.pid, after=self.stop_timeout)
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
+
+
+def _remove_dead_metrics_dirs() -> None:
+    """The metrics directories of supervisors that are gone (``kill -9``)."""
+    with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as entries:
+        for entry in entries:
+            pid = entry.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+            dead = pid.isdigit() and not process_alive(int(pid))
+            if entry.name.startswith(METRICS_DIR_PREFIX) and dead:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _forget_metrics(directory: str, pid: int) -> None:
