@@ -14,7 +14,7 @@ from mirror.storage.base import (
     StoreLock,
 )
 from mirror.storage.failures import storage_failure
-from mirror.storage.filesystem import FileSystemStorage
+from mirror.storage.filesystem import FileSystemStorage, replace_local_file
 from mirror.storage.text import read_lines
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "StoreLock",
     "open_storage",
     "read_lines",
+    "replace_local_file",
     "storage_failure",
 ]
 

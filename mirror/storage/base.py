@@ -168,6 +168,10 @@ class Storage(Protocol):
     def iter_names(self, prefix: str) -> AsyncIterator[list[str]]:
         """The names directly below ``prefix`` (files and directories), in batches."""
 
+    def temp_leftovers(self) -> AsyncIterator[FileInfo]:
+        """Temp files (and claims) that processes which are gone left behind: what a start-up
+        removes, found without removing them (``delete`` removes one)."""
+
     async def touch_access(self, rel: str) -> None:
         """Record a read, for least-recently-used eviction."""
 

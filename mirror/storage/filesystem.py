@@ -184,6 +184,27 @@ def _make_dirs(directory: Path) -> list[Path]:
     return [directory.parent]
 
 
+def _read_up_to(handle: IO[bytes], count: int) -> bytes:
+    """``count`` bytes, or fewer at the end of the file."""
+    chunks = []
+    while count > 0:
+        chunk = handle.read(count)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def replace_local_file(temp: Path, target: Path) -> None:
+    """Put a finished, data-synced file outside the store (an operator's file, such as the
+    ``[sync] diff-file``) at ``target`` by one rename, and make the rename durable
+    (blocking). The one place outside a store's writer where files are renamed into place.
+    """
+    os.replace(temp, target)
+    _sync_dirs([target.parent])
+
+
 def _move_into_place(temp: Path, dest: Path) -> list[Path]:
     """Rename a finished (data-synced) temp file to ``dest``; the directories whose
     entries changed (``dest``'s, and those that gained a directory made for it): syncing
@@ -537,8 +558,13 @@ class FileSystemStorage:
 
         def read() -> bytes | None:
             try:
-                with path.open("rb") as handle:
-                    return handle.read(limit + 1)
+                with path.open("rb", buffering=0) as handle:
+                    # Sized by the file, not the limit: read(n) allocates n bytes first.
+                    first = min(limit, os.fstat(handle.fileno()).st_size) + 1
+                    data = _read_up_to(handle, first)
+                    if len(data) == first and first <= limit:  # it grew meanwhile
+                        data += _read_up_to(handle, limit + 1 - first)
+                    return data
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
 
@@ -665,22 +691,15 @@ class FileSystemStorage:
         await _blocking(touch)
 
     async def iter_files(self, prefix: str) -> AsyncIterator[FileInfo]:
-        """Every regular file below ``prefix``, streamed directory by directory."""
+        """Every regular file below ``prefix``, streamed: each hop to the executor scans
+        directories until it found about ``NAMES_BATCH`` files (``packages/`` has a
+        directory per file: one hop per directory would cost more than the scan)."""
         stack = [self.file(prefix)]
+        root = self.root
         while stack:
-            directory = stack.pop()
-            try:
-                entries = await _blocking(_scan, directory)
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                    continue
-                raise
-            for path, is_dir, size, mtime, atime in entries:
-                if is_dir:
-                    stack.append(path)
-                else:
-                    rel = path.relative_to(self.root).as_posix()
-                    yield FileInfo(rel, size, mtime, atime)
+            found = await _blocking(_scan_some, stack, NAMES_BATCH)
+            for path, size, mtime, atime in found:
+                yield FileInfo(path.relative_to(root).as_posix(), size, mtime, atime)
 
     async def iter_names(self, prefix: str) -> AsyncIterator[list[str]]:
         base = self.file(prefix)
@@ -697,6 +716,13 @@ class FileSystemStorage:
                 yield batch
         finally:
             entries.close()
+
+    async def temp_leftovers(self) -> AsyncIterator[FileInfo]:
+        """Temp files of dead processes (or idle for ``TEMP_FILE_MAX_IDLE``) and claim
+        files no one holds: what ``clean_tmp`` would remove."""
+        found = await _blocking(_leftovers, self._tmp, self._claims)
+        for path, size, mtime in found:
+            yield FileInfo(path.relative_to(self.root).as_posix(), size, mtime, mtime)
 
     def open_append(self, rel: str) -> FileAppendLog:
         return FileAppendLog(self.file(rel), self)
@@ -717,6 +743,62 @@ def _read_pid(fd: int) -> int | None:
 def _owner_pid(temp_name: str) -> int | None:
     head = temp_name.split(".", 1)[0]
     return int(head) if head.isdigit() else None
+
+
+def _leftovers(tmp: Path, claims: Path) -> list[tuple[Path, int, float]]:
+    found: list[tuple[Path, int, float]] = []
+    now = time.time()
+    for directory, is_claims in ((tmp, False), (claims, True)):
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if is_claims:
+                    left = not _claim_held(entry.path)
+                else:
+                    owner = _owner_pid(entry.name)
+                    idle = now - st.st_mtime >= TEMP_FILE_MAX_IDLE
+                    left = idle or owner is None or not process_alive(owner)
+                if left:
+                    found.append((Path(entry.path), st.st_size, st.st_mtime))
+    return found
+
+
+def _claim_held(path: str) -> bool:
+    """Does a live process hold the claim file's lock? (Tried without waiting.)"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor lets go of a lock taken here
+    return False
+
+
+def _scan_some(stack: list[Path], enough: int) -> list[tuple[Path, int, float, float]]:
+    """Files of the directories popped from ``stack`` until ``enough`` were found; the
+    subdirectories met are pushed on it (depth first)."""
+    found: list[tuple[Path, int, float, float]] = []
+    while stack and len(found) < enough:
+        directory = stack.pop()
+        try:
+            entries = _scan(directory)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            raise
+        for path, is_dir, size, mtime, atime in entries:
+            if is_dir:
+                stack.append(path)
+            else:
+                found.append((path, size, mtime, atime))
+    return found
 
 
 def _scan(directory: Path) -> list[tuple[Path, bool, int, float, float]]:
