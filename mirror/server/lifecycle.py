@@ -17,6 +17,10 @@ what is in flight → a clean answer for what is left → cleanup → exit 0.
 
 A worker (``--worker K``) also stops this way when its supervisor is gone (``kill -9`` of
 the supervisor), so that it never outlives it holding the port.
+
+SIGHUP stops nothing: it runs the app's ``Lifecycle.reloaders`` (the auth file is read
+again, ``server.auth``). A worker starts with SIGHUP blocked (``server.workers``), so that
+one arriving before its handler is in place waits for it instead of killing the process.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -47,7 +52,11 @@ SHUTTING_DOWN = "shutting down"
 
 
 class CannotListen(Exception):
-    """The address is taken or not ours (the message says why)."""
+    """The address is taken or not ours: ``errno`` says why (``server.run`` words it)."""
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class Lifecycle:
@@ -59,6 +68,8 @@ class Lifecycle:
         #: The grace ended: a request cancelled now is answered 503 if it can be.
         self.expired = False
         self._requests: dict[asyncio.Task[Any], web.Request] = {}
+        #: What SIGHUP runs: re-reading what can change without a restart.
+        self.reloaders: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     def track(self, request: web.Request) -> None:
         """The request being handled in the current task, until that task (which also
@@ -130,6 +141,19 @@ async def serve_app(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signal.Signals(signum).name)
+    reloading: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        reloaders = app[LIFECYCLE].reloaders
+        if not reloaders:
+            log.info("reload_ignored", reason="nothing to re-read ([serve] auth-file is unset)")
+        for reloader in reloaders:
+            task = asyncio.create_task(reloader())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by a supervisor
     watch = None
     if supervisor is not None:
         watch = asyncio.create_task(_watch_parent(supervisor, request_stop))
@@ -144,7 +168,7 @@ async def serve_app(
             try:
                 await site.start()
             except OSError as exc:
-                raise CannotListen(exc.strerror or str(exc)) from exc
+                raise CannotListen(exc.errno, exc.strerror or str(exc)) from exc
             await stop.wait()
         stopping_at = loop.time()
         await _drain(app, runner, grace, role, why[0] if why else "signal")

@@ -37,6 +37,8 @@ CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,64}")
 REJECTED = "rejected"
 REASON_LIMIT = 200
 RETRY_AFTER = "5"
+#: The user a request was authenticated as (``server.auth``), for the access line.
+AUTH_USER = web.RequestKey("auth_user", str)
 
 
 def _route_name(request: web.Request) -> str:
@@ -136,6 +138,7 @@ class AccessLogger(AbstractAccessLogger):
             duration_ms=round(time * 1000, 2),
             cache=cache.value if cache is not None else None,
             remote=request.remote,
+            user=request.get(AUTH_USER),
             request_id=request_id,
         )
 
@@ -160,6 +163,7 @@ class AccessLogger(AbstractAccessLogger):
             duration_ms=round(time * 1000, 2),
             cache=None,
             remote=request.remote,
+            user=None,
             request_id=app[REQUEST_IDS].next() if app is not None else None,
             error=reason or None,
         )

@@ -3,7 +3,9 @@
 The process ``pypi-mirror serve`` starts as becomes the supervisor when more than one
 worker is configured. It starts the workers — the same program and configuration, with
 ``--worker K`` — which each listen on the address with ``SO_REUSEPORT`` (the kernel spreads
-connections over them), passes SIGTERM and SIGINT on, restarts a worker that died, and
+connections over them), passes SIGTERM and SIGINT on (and SIGHUP: each worker re-reads the
+auth file; a worker is started with SIGHUP blocked until its handler is in place, so that
+one sent while it starts is not its death), restarts a worker that died, and
 exits once they all stopped: within ``[serve] shutdown-grace`` and a second or two, as each
 worker stops as ``server.lifecycle`` says (one that does not is killed ``STOP_MARGIN``
 seconds after the grace). A worker whose supervisor died stops by itself. Worker 0 is
@@ -44,7 +46,11 @@ QUICK_DEATH = 5.0
 QUICK_DEATHS = 3
 # A worker still running this long after the grace ended is killed.
 STOP_MARGIN = 5.0
+# A worker's exit code when it cannot start (``server.run.EXIT_CONFIG``): it said why on
+# stderr, and starting it again would not help.
+CANNOT_START = 2
 METRICS_DIR_PREFIX = "pypi-mirror-metrics-"
+STDERR_LINE = 1 << 20
 
 
 def worker_count(config: Config) -> int:
@@ -52,10 +58,14 @@ def worker_count(config: Config) -> int:
 
 
 def check_address(host: str, port: int) -> int:
-    """The port to listen on (a free one for port 0); OSError when it cannot be bound."""
+    """The port to listen on (a free one for port 0); OSError when it cannot be bound.
+
+    The probe does not set ``SO_REUSEPORT``: with it, the bind would succeed beside another
+    ``serve`` whose workers listen there, and the two would share the port silently.
+    ``SO_REUSEADDR`` (which aiohttp sets too) lets it pass connections in TIME_WAIT."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         bound: int = probe.getsockname()[1]
         return bound
@@ -70,18 +80,19 @@ class Supervisor:
         self.stopped_at = 0.0
         self.stop_timeout = config.serve.shutdown_grace + STOP_MARGIN
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        #: The one-line errors the workers wrote, each passed on once.
+        self.said: set[bytes] = set()
 
     async def run(self, port: int) -> int:
         _remove_dead_metrics_dirs()
         metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
-        env = {
-            **os.environ,
-            MULTIPROC_DIR_ENV: metrics_dir,
-            LISTEN_ENV: f"{self.config.serve.host}:{port}",
-        }
+        env = {**os.environ, MULTIPROC_DIR_ENV: metrics_dir}
+        if port != self.config.serve.port:  # port 0: the one picked, the same for all
+            env[LISTEN_ENV] = f"{self.config.serve.host}:{port}"
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         try:
             results = await asyncio.gather(
                 *(self._keep_running(index, env) for index in range(self.workers))
@@ -100,31 +111,54 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
 
+    def _reload(self) -> None:
+        log.info("server_reloading", workers=len(self.procs))
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGHUP)
+
     async def _keep_running(self, index: int, env: dict[str, str]) -> int:
         """Run worker ``index`` until the supervisor stops; its last exit code."""
         quick_deaths = 0
         while True:
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mirror",
-                *self.argv,
-                "--worker",
-                str(index),
-                "--supervisor",
-                str(os.getpid()),
-                env=env,
-            )
+            # The worker inherits the blocked SIGHUP (its default action would kill it)
+            # and unblocks it once it handles it (``server.lifecycle``). The fork happens
+            # before this coroutine first yields; one held back here is delivered after.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "mirror",
+                    *self.argv,
+                    "--worker",
+                    str(index),
+                    "--supervisor",
+                    str(os.getpid()),
+                    env=env,
+                    stderr=asyncio.subprocess.PIPE,
+                    limit=STDERR_LINE,
+                )
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             self.procs[index] = proc
+            assert proc.stderr is not None
+            relay = asyncio.create_task(self._relay(proc.stderr))
             if self.stopping:  # SIGTERM came while it was being started
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
             code = await self._wait(proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(relay, 1.0)
             del self.procs[index]
             _forget_metrics(env[MULTIPROC_DIR_ENV], proc.pid)
             if self.stopping:
                 return 0 if code in (0, -signal.SIGTERM) else code
+            if code == CANNOT_START:
+                log.error("worker_cannot_start", worker=index, pid=proc.pid)
+                self._stop()
+                return code
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < QUICK_DEATH else 0
             log.error("worker_exited", worker=index, pid=proc.pid, code=code)
             if quick_deaths >= QUICK_DEATHS:
@@ -132,6 +166,24 @@ class Supervisor:
                 self._stop()
                 return code or 1
             await asyncio.sleep(min(0.5 * quick_deaths, 5.0))
+
+    async def _relay(self, stream: asyncio.StreamReader) -> None:
+        """A worker's stderr onto ours (empty unless a worker cannot start or the
+        interpreter itself fails); the same ``pypi-mirror: …`` line from several workers
+        (the address taken, say) is written once."""
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # longer than STDERR_LINE: that part was dropped
+                continue
+            if not line:
+                return
+            if line.startswith(b"pypi-mirror: "):
+                if line in self.said:
+                    continue
+                self.said.add(line)
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
 
     async def _wait(self, proc: asyncio.subprocess.Process) -> int:
         """Its exit code; killed when it does not stop within the grace and
