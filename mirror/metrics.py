@@ -7,7 +7,9 @@ files there, and ``exposition`` sums them whichever worker is asked.
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -18,6 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -57,11 +60,25 @@ class Metrics:
             "Files evicted to keep the cache under max-size",
             registry=self.registry,
         )
+        # Each process's share of the cache's size (mirror.cache.usage): the primary's walk
+        # plus what each process committed and deleted since; their sum is the total.
         self.cache_bytes = Gauge(
             "pypi_mirror_cache_bytes",
-            "Bytes held under web/packages",
+            "Bytes held under web/packages (distribution files and their .metadata)",
             registry=self.registry,
-            multiprocess_mode="livemax",  # set by the one process that runs the evictor
+            multiprocess_mode="sum",  # dead workers' shares stay: their files are still held
+        )
+        self.cache_files = Gauge(
+            "pypi_mirror_cache_files",
+            "Distribution files held (their .metadata not counted)",
+            registry=self.registry,
+            multiprocess_mode="sum",
+        )
+        self.cache_measured = Gauge(
+            "pypi_mirror_cache_measured_timestamp_seconds",
+            "When the last walk of the stored files finished (0: the size is not known yet)",
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.breaker_open = Gauge(
             "pypi_mirror_upstream_breaker_open",
@@ -95,6 +112,23 @@ class Metrics:
         if sent:
             self.bytes_served.inc(sent)
 
+    def values(self, *file_prefixes: str) -> dict[str, float]:
+        """Every sample as ``name{label="value",...}`` → value, summed over the workers
+        as ``/metrics`` shows them. In multiprocess mode ``file_prefixes`` (e.g.
+        ``"gauge_sum_"``) limit the read to those files of the metrics directory."""
+        directory = os.environ.get(MULTIPROC_DIR_ENV)
+        if directory:
+            patterns = [f"{prefix}*.db" for prefix in file_prefixes] or ["*.db"]
+            files = sorted({f for p in patterns for f in glob.glob(os.path.join(directory, p))})
+            collected: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+        else:
+            collected = self.registry.collect()
+        out: dict[str, float] = {}
+        for metric in collected:
+            for sample in metric.samples:
+                out[sample_key(sample.name, sample.labels)] = sample.value
+        return out
+
     def exposition(self) -> bytes:
         """The text format of every metric, of all workers when there are several."""
         if os.environ.get(MULTIPROC_DIR_ENV):
@@ -102,3 +136,11 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def sample_key(name: str, labels: dict[str, str] | None = None) -> str:
+    """``name{a="x",b="y"}`` (labels sorted), the keys of ``Metrics.values``."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"

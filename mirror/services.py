@@ -8,7 +8,7 @@ for ``sync`` and for the tests, so they all fetch, verify and write projects ali
                                                         ├─ PageCache ─┬─ FileCache
                                                         │             └─ JsonApiCache
                                                         └─ (sync) SyncEngine, ChangelogFollower
-    RootCache, Evictor ([cache] max-size, serve only)
+    RootCache, CacheUsage + Evictor (serve only: the cache's size; [cache] max-size)
     CircuitBreaker: shared by PageCache, JsonApiCache and RootCache (one upstream)
 """
 
@@ -29,6 +29,7 @@ from mirror.cache.hot import FILE_ENTRY_LIMIT, HotBytes, file_bytes, page_bytes
 from mirror.cache.jsonapi import JsonApiCache
 from mirror.cache.pages import PageCache
 from mirror.cache.root import RootCache
+from mirror.cache.usage import CacheUsage
 from mirror.config import Config, SyncMode, TufMode
 from mirror.core.filters import FilterError, Filters
 from mirror.errors import ConfigError
@@ -65,6 +66,7 @@ class Services:
     upstream: UpstreamClient | None = None
     trust: TufTrust | None = None
     evictor: Evictor | None = None
+    usage: CacheUsage | None = None
     # serve with [sync] interval > 0: the changelog follower running in this process.
     follower: ChangelogFollower | None = None
 
@@ -165,16 +167,20 @@ async def open_services(
         # Closed first: what they have in flight is cancelled before the session closes.
         caches += [pages, jsonapi, root, breaker]
         evictor = None
+        usage = None
         file_cache = FileCache(pages)
-        if purpose is Purpose.SERVE and config.cache.max_size:
+        if purpose is Purpose.SERVE:
+            # Runs whatever max-size says: its first walk makes the cache's size known.
+            usage = CacheUsage(storage, metrics)
             evictor = Evictor(
                 storage,
                 config.cache.max_size,
                 metrics,
                 lambda rel: rel in file_cache.readers or rel in file_cache.downloading,
+                usage,
                 interval=config.cache.evict_interval,
             )
-            files.on_commit = evictor.note_commit
+            files.on_commit = usage.added
 
             def evicted(rel: str) -> None:
                 file_cache.forget_present(rel)
@@ -187,6 +193,8 @@ async def open_services(
             storage, file_bytes, max_bytes=config.serve.file_memory, max_entry=FILE_ENTRY_LIMIT
         )
         await keeper.intents.replay()
+        if usage is not None:  # after the replay: the start-up walk counts what it left
+            keeper.intents.on_removed = usage.removed
         yield Services(
             config=config,
             storage=storage,
@@ -202,6 +210,7 @@ async def open_services(
             upstream=upstream,
             trust=trust,
             evictor=evictor,
+            usage=usage,
         )
     finally:
         for cache in caches:

@@ -404,7 +404,7 @@ async def test_requests_the_http_parser_rejects_get_an_access_line_and_a_metric(
 BUGGY_SERVE = """
 import sys
 from aiohttp import web
-from mirror.server import ops
+from mirror.server import home, ops
 
 async def broken(request):
     raise RuntimeError("an injected bug")
@@ -412,7 +412,7 @@ async def broken(request):
 async def unsendable(request):
     return web.Response(text="x", headers={"X-Broken": "a\\nb"})
 
-ops.index = broken  # our own error: a 500 and a traceback
+home.index = broken  # our own error: a 500 and a traceback
 ops.metrics = unsendable  # aiohttp's own error, after the handler returned
 from mirror.cli import main
 raise SystemExit(main(sys.argv[1:]))

@@ -3,6 +3,10 @@
 Reads set a file's atime (``Storage.touch_access``); eviction walks the tree once and keeps
 only as many candidates in memory as it needs to remove, so memory does not grow with the
 size of the cache. A file with a reader is skipped, and a wheel's ``.metadata`` goes with it.
+
+The evictor runs in the primary ``serve`` process whatever ``[cache] max-size`` says: its
+first walk is the one that makes the cache's size known (``cache.usage``); with no
+max-size it evicts nothing and only looks at the total each interval.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import heapq
 from collections.abc import Callable
 
+from mirror.cache.usage import CacheUsage
 from mirror.core import layout
 from mirror.log import get_logger
 from mirror.metrics import Metrics
@@ -46,37 +51,35 @@ class Evictor:
         max_size: int,
         metrics: Metrics,
         in_use: Callable[[str], bool],
+        usage: CacheUsage,
         interval: float = 60.0,
     ) -> None:
         self.storage = storage
         self.max_size = max_size
         self.metrics = metrics
         self.in_use = in_use
+        self.usage = usage
         self.interval = interval
-        self.total: int | None = None
         self.on_evict: Callable[[str], None] = lambda _rel: None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        usage.on_added = self._added
 
-    def note_commit(self, size: int) -> None:
-        if self.total is not None:
-            self.total += size
-            self.metrics.cache_bytes.set(self.total)
-            if self.max_size and self.total > self.max_size:
-                self._wake.set()
+    @property
+    def total(self) -> int | None:
+        """Bytes held (all processes), None until the first walk finished."""
+        current = self.usage.current()
+        return None if current is None else current.bytes
 
-    async def measure(self) -> int:
-        total = 0
-        async for info in self.storage.iter_files(layout.WEB_PACKAGES):
-            total += info.size
-        self.total = total
-        self.metrics.cache_bytes.set(total)
-        return total
+    def _added(self) -> None:
+        if self.max_size and (self.total or 0) > self.max_size:
+            self._wake.set()
 
     async def run(self) -> None:
-        await self.measure()
+        await self.usage.measure()
         while True:
-            if self.max_size and self.total is not None and self.total > self.max_size:
+            total = self.total
+            if self.max_size and total is not None and total > self.max_size:
                 await self.evict()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
@@ -88,8 +91,8 @@ class Evictor:
             return await self._evict()
 
     async def _evict(self) -> int:
-        total = await self.measure()
-        excess = total - self.max_size
+        measured = await self.usage.measure()
+        excess = measured.bytes - self.max_size
         if excess <= 0:
             return 0
         oldest = _OldestSet(excess)
@@ -105,13 +108,14 @@ class Evictor:
                 continue
             if not await self.storage.delete(rel):
                 continue
+            self.usage.removed(rel, size)
             self.on_evict(rel)
             freed += size
             self.metrics.evicted_files.inc()
-            sidecar = await self.storage.stat(layout.metadata_rel(rel))
-            if sidecar and await self.storage.delete(layout.metadata_rel(rel)):
+            sidecar_rel = layout.metadata_rel(rel)
+            sidecar = await self.storage.stat(sidecar_rel)
+            if sidecar and await self.storage.delete(sidecar_rel):
+                self.usage.removed(sidecar_rel, sidecar.size)
                 freed += sidecar.size
             log.info("file_evicted", file=rel, size=size)
-        self.total = total - freed
-        self.metrics.cache_bytes.set(self.total)
         return freed

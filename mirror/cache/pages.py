@@ -49,6 +49,11 @@ class CacheResult(Enum):
     NEGATIVE = "negative"
     CLIENT_GONE = "miss-client-gone"
 
+    @property
+    def from_store(self) -> bool:
+        """Answered with what the mirror held (a hit, for hit rates)."""
+        return self in (CacheResult.HIT, CacheResult.STALE, CacheResult.REVALIDATED)
+
 
 class PageCache:
     def __init__(

@@ -148,8 +148,9 @@ class FileStore:
         #: Download under the storage's claims, so that processes share downloads (serve);
         #: a sync, whose downloads are its own, does without their cost.
         self.claims = claims
-        #: Told the size of every file committed (eviction's running total).
-        self.on_commit: Callable[[int], None] = lambda _size: None
+        #: Told the path and size of every file and ``.metadata`` committed by this
+        #: process (``cache.usage``: the cache's size, kept without walking the tree).
+        self.on_commit: Callable[[str, int], None] = lambda _rel, _size: None
         #: Told about every ``.metadata`` extracted after a download (a page re-render).
         self.on_metadata: MetadataHook | None = None
         self._downloads: dict[str, Download] = {}
@@ -323,7 +324,7 @@ class FileStore:
                 size=writer.written,
                 sha256=digests["sha256"],
             )
-            self.on_commit(writer.written)
+            self.on_commit(item.path.web, writer.written)
             if extract and item.metadata is MetadataSource.WHEEL and not item.file.core_metadata:
                 # The page offers no metadata for it yet: from now on it can.
                 await self._extract_after_download(project, item)
@@ -451,6 +452,7 @@ class FileStore:
                     await writer.write(chunk)
                 sha256 = verifier.finish()["sha256"]
             await writer.commit()
+            self.on_commit(item.path.web_metadata, writer.written)
             return sha256
         except IntegrityError as exc:
             self._integrity_failure(project, f"{item.path.rel}.metadata", url, exc)
@@ -487,6 +489,7 @@ class FileStore:
         else:
             sha256 = hashlib.sha256(data).hexdigest()
         await self.storage.write_bytes(item.path.web_metadata, data)
+        self.on_commit(item.path.web_metadata, len(data))
         log.info("wheel_metadata_extracted", project=project, file=item.path.rel)
         return sha256
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from mirror.core import layout
 from mirror.core.layout import PackagePath, parse_package_path
@@ -56,6 +57,8 @@ class PruneIntents:
         self.storage = storage
         self.pages = pages
         self.owner = this_owner()
+        #: Told the path and size of each file deleted (``cache.usage``); None: no one asks.
+        self.on_removed: Callable[[str, int], None] | None = None
 
     async def record(self, project: str, paths: set[PackagePath]) -> bool:
         """Write down ``paths`` (with whatever dead writers of ``project`` left); False
@@ -111,9 +114,13 @@ class PruneIntents:
             paths -= listed_paths(page) if page is not None else set()
         removed = 0
         for path in sorted(paths, key=lambda p: p.rel):
-            if await self.storage.delete(path.web):
-                removed += 1
-                log.info("file_removed", project=project, file=path.rel)
-            await self.storage.delete(path.web_metadata)
+            for stored in (path.web, path.web_metadata):
+                info = await self.storage.stat(stored) if self.on_removed is not None else None
+                if await self.storage.delete(stored):
+                    if info is not None and self.on_removed is not None:
+                        self.on_removed(stored, info.size)
+                    if stored == path.web:
+                        removed += 1
+                        log.info("file_removed", project=project, file=path.rel)
         await self.storage.delete(rel)
         return removed

@@ -13,7 +13,7 @@ from mirror.config import Config
 from mirror.core import layout
 from mirror.log import get_logger
 from mirror.metrics import Metrics
-from mirror.server import jsonapi, ops, packages, simple, tuf
+from mirror.server import auth, health, home, jsonapi, ops, packages, simple, tuf
 from mirror.server.keys import CONFIG, METRICS, REQUEST_IDS, SERVICES, STORAGE, WORKER
 from mirror.server.lifecycle import LIFECYCLE, RESPONSE_STARTED, Lifecycle
 from mirror.server.middleware import request_context
@@ -103,9 +103,13 @@ def create_app(
     app[WORKER] = worker
     app[SERVICES] = []
     app[LIFECYCLE] = Lifecycle()
+    auth.install(app, config)  # with [serve] auth-file only: no middleware without it
     app.cleanup_ctx.append(functools.partial(_services_ctx, primary=primary))
-    app.router.add_get("/", ops.index)
+    app[health.STORAGE_PROBE] = health.StorageProbe(app[STORAGE])
+    app.router.add_get("/", home.index)
     app.router.add_get("/health", ops.health)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", ops.metrics)
     app.router.add_get("/simple", simple.root_redirect)
     app.router.add_get("/simple/", simple.root_page)

@@ -1,4 +1,5 @@
-"""Operator endpoints: ``/``, ``/health``, ``/metrics``."""
+"""Operator endpoints: ``/health``, ``/metrics`` (``/`` is ``home``; ``/healthz`` and
+``/readyz`` are ``health``)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from mirror.server.keys import METRICS, WORKER, services
 from mirror.services import Services
 
-INDEX_HTML = """<!DOCTYPE html>
-<html><head><title>pypi-mirror</title></head><body>
-<h1>pypi-mirror</h1>
-<p>Simple index: <a href="/simple/">/simple/</a></p>
-<p>Use it with <code>pip install --index-url {base}/simple/ PACKAGE</code>
-or <code>uv pip install --index-url {base}/simple/ PACKAGE</code>.</p>
-</body></html>
-"""
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    base = f"{request.scheme}://{request.host}"
-    return web.Response(text=INDEX_HTML.format(base=base), content_type="text/html")
-
 
 async def health(request: web.Request) -> web.StreamResponse:
     svc = services(request)
+    usage = svc.usage.current() if svc.usage is not None else None
     body: dict[str, object] = {
         "status": "ok",
         "mode": "offline" if svc.pages.offline else "pull-through",
         "upstream": svc.config.upstream.url,
-        "cache_bytes": svc.evictor.total if svc.evictor else None,
+        # All workers' total, known once the start-up walk finished (cache.usage).
+        "cache_bytes": usage.bytes if usage is not None else None,
+        "cache_files": usage.files if usage is not None else None,
+        "cache_max_bytes": svc.config.cache.max_size or None,
         "worker": request.app[WORKER],
     }
     if svc.trust is not None:
