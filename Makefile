@@ -27,16 +27,28 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict mirror
 
-# nginx is needed by tests/test_nginx.py (deploy/nginx.conf in front of the daemon).
-system-deps:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+# nginx is needed by tests/test_nginx.py (deploy/nginx.conf in front of the daemon),
+# chromium by tests/test_home_page.py (the page at / rendered in a headless browser).
+# systemd-analyze and strace by tests/test_systemd_units.py (the units, and the system
+# calls of serve and sync against their filter).
+# $(call debian_package,COMMAND,PACKAGE,TESTS[,AFTER]): install PACKAGE from Debian's
+# packages when COMMAND is missing (as root, where apt-get exists), then run AFTER; else
+# say which tests need it.
+define debian_package
+	@command -v $(1) >/dev/null 2>&1 || [ -x /usr/sbin/$(1) ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing nginx from Debian's packages"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null \
-	      && { service nginx stop >/dev/null 2>&1 || true; }; \
+	    echo "installing $(2) from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null $(if $(4),&& { $(4); }); \
 	  else \
-	    echo "nginx is missing: install it (e.g. sudo apt-get install nginx) to run tests/test_nginx.py"; \
+	    echo "$(1) is missing: install it (e.g. sudo apt-get install $(2)) to run $(3)"; \
 	  fi; }
+endef
+
+system-deps:
+	$(call debian_package,nginx,nginx,tests/test_nginx.py,service nginx stop >/dev/null 2>&1 || true)
+	$(call debian_package,chromium,chromium,tests/test_home_page.py)
+	$(call debian_package,systemd-analyze,systemd,tests/test_systemd_units.py)
+	$(call debian_package,strace,strace,tests/test_systemd_units.py)
 
 unit: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -8,7 +8,7 @@ import gzip
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -30,11 +30,19 @@ pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx not installed (make
 
 
 @contextlib.asynccontextmanager
-async def running_nginx(workdir: Path, web_root: Path, daemon_port: int) -> AsyncIterator[str]:
-    """nginx on deploy/nginx.conf over ``web_root``, falling back to the daemon's port."""
+async def running_nginx(
+    workdir: Path,
+    web_root: Path,
+    daemon_port: int,
+    *,
+    site_file: str = "nginx.conf",
+    rewrite: Mapping[str, str] | None = None,
+) -> AsyncIterator[str]:
+    """nginx on deploy/nginx.conf (or ``site_file``, with ``rewrite``: see nginx_config) over
+    ``web_root``, falling back to the daemon's port. Yields the plain-HTTP (port 80) URL."""
     assert NGINX is not None
     port = free_port()
-    conf = nginx_config(workdir, web_root, daemon_port, port)
+    conf = nginx_config(workdir, web_root, daemon_port, port, site_file=site_file, rewrite=rewrite)
     log = str(workdir / "error.log")
     check = await asyncio.create_subprocess_exec(
         NGINX,
@@ -54,7 +62,7 @@ async def running_nginx(workdir: Path, web_root: Path, daemon_port: int) -> Asyn
         async with aiohttp.ClientSession() as session:
             for _ in range(200):
                 try:
-                    async with session.get(url + "simple/"):
+                    async with session.get(url + "simple/", allow_redirects=False):
                         break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
