@@ -1,9 +1,11 @@
 """Configuration: TOML parsed once into frozen dataclasses.
 
 Every key of every section can be overridden by an environment variable
-``PYPI_MIRROR_<SECTION>_<KEY>`` (upper case, dashes as underscores). With no file the
-embedded defaults below apply: a pull-through cache of PyPI in ``./mirror-data`` on
-``127.0.0.1:8080``. Errors name the key and where the value came from.
+``PYPI_MIRROR_<SECTION>_<KEY>`` (upper case, dashes as underscores); one with that prefix
+that names no key is an error (naming the closest key), and the names of those applied are
+kept (``Config.environment``). With no file the embedded defaults below apply: a
+pull-through cache of PyPI in ``./mirror-data`` on ``127.0.0.1:8080``. Errors name the key
+and where the value came from.
 
 Keys that pick a mode are :class:`enum.StrEnum` members (:class:`TufMode`,
 :class:`TufTargets`, :class:`SyncMode`): they compare equal to their TOML strings.
@@ -12,6 +14,7 @@ Keys that pick a mode are :class:`enum.StrEnum` members (:class:`TufMode`,
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import os
 import re
@@ -140,6 +143,10 @@ class ServeConfig:
     # Seconds SIGTERM leaves requests and downloads in progress to finish; then the rest
     # is answered 503 (or cut off, if its answer had begun) and the process exits.
     shutdown_grace: float = field(default=10.0, metadata=_kind("float", minimum=0, maximum=3600))
+    # Client authentication (HTTP Basic): a file of "user:hash" lines (bcrypt or argon2id,
+    # as `htpasswd -nbB` makes them), re-read on SIGHUP; None ("" in TOML) = every client
+    # is let in.
+    auth_file: Path | None = field(default=None, metadata=_kind("optional_path"))
 
     @property
     def host(self) -> str:
@@ -181,6 +188,10 @@ class SyncConfig:
     max_file_size: int = field(default=0, metadata=_kind("size"))
     # Retries of a page whose X-PyPI-Last-Serial lags the changelog, before deferring it.
     stale_retries: int = field(default=3, metadata=_kind("int", minimum=0, maximum=20))
+    # After each `sync`: the web-root paths it wrote or removed, one absolute path a line.
+    diff_file: Path | None = field(default=None, metadata=_kind("optional_path"))
+    # ... named <diff-file>-<unix time>, one list per run, instead of replacing one file.
+    diff_append_epoch: bool = field(default=False, metadata=_kind("bool"))
 
     def __post_init__(self) -> None:
         if self.interval < 0:  # not set: the mode's default
@@ -250,6 +261,16 @@ def _check_tuf(tuf: TufConfig, source: str) -> None:
 
 
 @dataclass(frozen=True)
+class BundleConfig:
+    """``[bundle]``: air-gap bundles (``export``, ``import``)."""
+
+    #: The Ed25519 private key ``export`` signs with (``pypi-mirror keygen``).
+    signing_key: Path | None = field(default=None, metadata=_kind("optional_path"))
+    #: The Ed25519 public keys ``import`` accepts a bundle from.
+    trusted_keys: tuple[Path, ...] = field(default=(), metadata=_kind("pathlist"))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = field(
         default="info", metadata=_kind("choice", choices=("debug", "info", "warning", "error"))
@@ -268,9 +289,20 @@ class Config:
     sync: SyncConfig = SyncConfig()
     tuf: TufConfig = TufConfig()
     log: LogConfig = LogConfig()
+    bundle: BundleConfig = BundleConfig()
     source: str = "embedded defaults"
     #: The file it was read from (None: the embedded defaults).
     source_path: Path | None = None
+    #: The ``PYPI_MIRROR_*`` environment variables that were applied (names only).
+    environment: tuple[str, ...] = ()
+
+    @property
+    def origin(self) -> str:
+        """Where this configuration came from: the file (or the embedded defaults) and the
+        environment variables applied over it, by name (never their values)."""
+        if not self.environment:
+            return self.source
+        return f"{self.source} + environment {', '.join(self.environment)}"
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -281,6 +313,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sync": SyncConfig,
     "tuf": TufConfig,
     "log": LogConfig,
+    "bundle": BundleConfig,
 }
 
 
@@ -321,6 +354,14 @@ def _convert(kind: str, value: object, meta: Mapping[str, Any], from_env: bool) 
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a path, got {value!r}")
         return Path(value).expanduser()
+    if kind == "optional_path":  # "" = not set
+        if not isinstance(value, str):
+            raise ValueError(f"expected a path or \"\", got {value!r}")
+        return Path(value).expanduser() if value else None
+    if kind == "pathlist":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"expected a list of paths, got {value!r}")
+        return tuple(Path(v).expanduser() for v in value)
     if kind == "strlist":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {value!r}")
@@ -402,7 +443,7 @@ def _env_value(kind: str, text: str) -> object:
             return text
     if kind == "size" and stripped.isdigit():
         return int(stripped)
-    if kind == "strlist":
+    if kind in ("strlist", "pathlist"):
         if stripped.startswith("["):
             try:
                 parsed: object = tomllib.loads(f"v = {stripped}")["v"]
@@ -431,10 +472,10 @@ def _build_section(
             )
     kwargs: dict[str, object] = {}
     for key, fld in fields.items():
-        env_name = f"{ENV_PREFIX}{section.upper()}_{key.upper().replace('-', '_')}"
-        if env_name in env:
-            raw: object = env[env_name]
-            where, from_env = f"environment variable {env_name}", True
+        variable = env_name(section, key)
+        if variable in env:
+            raw: object = env[variable]
+            where, from_env = f"environment variable {variable}", True
         elif key in values:
             raw, where, from_env = values[key], source, False
         else:
@@ -446,10 +487,49 @@ def _build_section(
     return cls(**kwargs)
 
 
+def env_name(section: str, key: str) -> str:
+    """``PYPI_MIRROR_<SECTION>_<KEY>`` of ``[section] key``."""
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper().replace('-', '_')}"
+
+
+def known_env_names() -> list[str]:
+    return [
+        env_name(section, _toml_key(f.name))
+        for section, cls in _SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    ]
+
+
+def _check_environment(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``PYPI_MIRROR_*`` variables of ``env`` that name a key, sorted; a ConfigError
+    naming any other (with the closest known name): a typo must not be ignored."""
+    known = known_env_names()
+    unknown = []
+    for name in sorted(env):
+        if not name.upper().startswith(ENV_PREFIX) or name in known:
+            continue
+        # Compared without the prefix, which every name shares.
+        tails = [k.removeprefix(ENV_PREFIX) for k in known]
+        close = difflib.get_close_matches(name.upper()[len(ENV_PREFIX) :], tails, n=1)
+        hint = (
+            f"did you mean {ENV_PREFIX}{close[0]}?"
+            if close
+            else f"names are {ENV_PREFIX}<SECTION>_<KEY> for the keys of config.example.toml"
+        )
+        unknown.append(f"{name} ({hint})")
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(
+            f"unknown environment variable{plural} {', '.join(unknown)}; correct or unset it"
+        )
+    return tuple(name for name in sorted(env) if name in known)
+
+
 def config_from_mapping(
     data: Mapping[str, object], *, source: str, env: Mapping[str, str] | None = None
 ) -> Config:
     env = dict(os.environ) if env is None else env
+    applied = _check_environment(env)
     for section, body in data.items():
         if section not in _SECTIONS:
             known = ", ".join(sorted(_SECTIONS))
@@ -470,7 +550,7 @@ def config_from_mapping(
             source=source,
             key="cache.max-size",
         )
-    return Config(source=source, **sections)
+    return Config(source=source, environment=applied, **sections)
 
 
 def _as_mapping(value: object) -> Mapping[str, object]:

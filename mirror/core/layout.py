@@ -17,6 +17,9 @@ Every path the mirror uses is spelled here and nowhere else.
     state/root.meta                 the root list's freshness
     state/sync/                     the sync's state, run journal, deferred list, lock
     state/tuf/                      python-tuf's trusted metadata, its lock, the last status
+    state/bundle/                   air-gap bundles (``mirror.bundle``): this mirror's
+                                    identity, the last export, the last import, the import
+                                    journal
     tmp/                            temp files for atomic renames (the filesystem backend's)
 
 The ``web/`` tree is bandersnatch-compatible so that a static server can serve it as is.
@@ -135,6 +138,27 @@ TUF_LOCK = f"{TUF_DIR}/lock"
 TUF_STATUS = f"{TUF_DIR}/status.json"
 
 
+BUNDLE_DIR = f"{STATE}/bundle"
+#: A random id naming this mirror as the source of the bundles it exports.
+BUNDLE_IDENTITY = f"{BUNDLE_DIR}/identity"
+#: The last export: its serial (or sequence number) and when it started.
+BUNDLE_EXPORT = f"{BUNDLE_DIR}/export.json"
+#: The projects held at the last export, one name a line (removals of the next one).
+BUNDLE_EXPORTED = f"{BUNDLE_DIR}/exported-projects"
+#: The last bundle applied here: its source, serial (or sequence number) and id.
+BUNDLE_IMPORTED = f"{BUNDLE_DIR}/imported.json"
+#: The import being applied (present from the first change to the last).
+BUNDLE_JOURNAL = f"{BUNDLE_DIR}/import-journal.json"
+#: One export or import at a time.
+BUNDLE_LOCK = f"{BUNDLE_DIR}/lock"
+#: Tar members of a bundle that are not store paths.
+BUNDLE_MEMBER_PREFIX = "bundle/"
+
+
+def is_web_path(rel: str) -> bool:
+    return rel.startswith(WEB + "/")
+
+
 def metadata_rel(rel: str) -> str:
     """The ``.metadata`` beside a stored distribution file."""
     return rel + METADATA_SUFFIX
@@ -182,6 +206,11 @@ def json_api_meta_dir(project: str) -> str:
 
 def project_record(project: str) -> str:
     return f"{STATE}/projects/{project}.json"
+
+
+def ready_probe(owner: str) -> str:
+    """Written and deleted by ``/readyz`` to see that the store takes writes."""
+    return f"{STATE}/ready.{owner}"
 
 
 #: Trees earlier versions wrote that nothing reads any more; the serving primary removes

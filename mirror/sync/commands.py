@@ -1,4 +1,4 @@
-"""``pypi-mirror sync`` and ``pypi-mirror status``.
+"""``pypi-mirror sync`` (``pypi-mirror status`` is ``mirror.status``).
 
 Exit codes of ``sync``: 0 the mirror reached the upstream serial the run started from;
 1 it did not (a one-line reason on stderr: deferred or failed projects, upstream
@@ -8,7 +8,6 @@ unavailable); 2 configuration or storage error; 3 another sync holds the lock.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 
 from mirror.config import Config
@@ -17,9 +16,9 @@ from mirror.errors import ConfigError, LockHeld, MirrorError, StorageError
 from mirror.log import configure_logging, get_logger
 from mirror.services import Purpose, filters_from_config, open_services
 from mirror.storage import Storage, open_storage
+from mirror.sync.diffs import recording
 from mirror.sync.engine import SyncEngine, SyncResult, sync_lock_error
 from mirror.sync.progress import Progress, ProgressReporter, human_bytes
-from mirror.sync.status import gather_status, render_status
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -45,7 +44,7 @@ def run_sync(config: Config) -> int:
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", EXIT_CONFIG)
     except StorageError as exc:
-        return _fail(f"{exc} (configuration: {config.source})", EXIT_CONFIG)
+        return _fail(f"{exc} (configuration: {config.origin})", EXIT_CONFIG)
     lock = storage.lock(layout.SYNC_LOCK)
     try:
         lock.acquire()
@@ -54,7 +53,7 @@ def run_sync(config: Config) -> int:
     except OSError as exc:
         return _fail(
             f"storage path {storage.describe()} is not usable: {exc.strerror or exc} "
-            f"(configuration: {config.source})",
+            f"(configuration: {config.origin})",
             EXIT_CONFIG,
         )
     try:
@@ -99,22 +98,14 @@ def run_sync(config: Config) -> int:
 
 async def _sync(config: Config, storage: Storage, progress: Progress, tty: bool) -> SyncResult:
     reporter = ProgressReporter(progress, sys.stderr, tty=tty)
-    async with open_services(config, storage, purpose=Purpose.SYNC) as services:
+    # [sync] diff-file: what the run wrote or removed under web/ is listed when it ends.
+    async with (
+        recording(storage, config.sync) as store,
+        open_services(config, store, purpose=Purpose.SYNC) as services,
+    ):
         engine = SyncEngine(services, progress=progress)
         reporter.start()
         try:
             return await engine.run(locked=True)
         finally:
             await reporter.stop()
-
-
-def run_status(config: Config, *, as_json: bool) -> int:
-    try:
-        status = asyncio.run(gather_status(config))
-    except MirrorError as exc:
-        return _fail(f"{exc} (configuration: {config.source})", EXIT_CONFIG)
-    if as_json:
-        print(json.dumps(status, sort_keys=True))
-    else:
-        print(render_status(status))
-    return EXIT_OK

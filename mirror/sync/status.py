@@ -52,14 +52,8 @@ def _running(storage: Storage) -> bool:
     return False
 
 
-async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[str, Any]:
-    storage = open_storage(config.storage, create=False)
-    if not [names async for names in storage.iter_names(layout.WEB)]:
-        raise StorageError(
-            f"{storage.describe()} holds no mirror yet (no {layout.WEB}/ directory); "
-            "run 'pypi-mirror sync' first"
-        )
-    state = await load_state(storage)
+async def holdings(storage: Storage) -> dict[str, int]:
+    """Projects with a page, and the files (without ``.metadata``) and bytes held."""
     projects = 0
     async for batch in held_projects(storage):
         projects += len(batch)
@@ -69,6 +63,19 @@ async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[st
         size += info.size
         if not info.rel.endswith(layout.METADATA_SUFFIX):
             files += 1
+    return {"projects": projects, "files": files, "bytes": size}
+
+
+async def gather_status(config: Config, *, ask_upstream: bool = True) -> dict[str, Any]:
+    storage = open_storage(config.storage, create=False)
+    if not [names async for names in storage.iter_names(layout.WEB)]:
+        raise StorageError(
+            f"{storage.describe()} holds no mirror yet (no {layout.WEB}/ directory); "
+            "run 'pypi-mirror sync' first"
+        )
+    state = await load_state(storage)
+    held = await holdings(storage)
+    projects, files, size = held["projects"], held["files"], held["bytes"]
     status: dict[str, Any] = {
         "storage": storage.describe(),
         "serial": state.serial,
