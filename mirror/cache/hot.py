@@ -27,11 +27,14 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 from mirror.core import layout
+from mirror.errors import StorageError
 from mirror.storage import FileInfo, Storage
 
 GZIP_LEVEL = 6
 #: Distribution files up to this size are held in memory (larger ones: sendfile).
 FILE_ENTRY_LIMIT = 1024**2
+#: An entry smaller than this is prepared (gzip, ETag) on the event loop.
+PREPARE_INLINE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,17 +121,17 @@ class HotBytes:
         return await asyncio.shield(task)
 
     async def _load(self, rel: str) -> HeldBytes | None:
-        info = await self.storage.stat(rel)
-        if info is None or info.size > self.max_entry:
+        try:
+            found = await self.storage.read_with_info(rel, limit=self.max_entry)
+        except StorageError:  # larger than an entry may be
             return None
-        data = await self.storage.read_bytes(rel, limit=self.max_entry)
-        if data is None:
+        if found is None:
             return None
-        if len(data) != info.size:  # replaced between the stat and the read: stat again
-            info = await self.storage.stat(rel)
-            if info is None or len(data) != info.size:
-                return None
-        held = await asyncio.get_running_loop().run_in_executor(None, self.prepare, data, info)
+        data, info = found
+        if len(data) < PREPARE_INLINE:  # (a gzip of a few KB costs less than a thread hop)
+            held = self.prepare(data, info)
+        else:
+            held = await asyncio.get_running_loop().run_in_executor(None, self.prepare, data, info)
         self.forget(rel)
         self._entries[rel] = (held, self.clock())
         self._bytes += held.weight

@@ -17,6 +17,7 @@ keep their own; a page held on disk always wins over a negative entry.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -121,8 +122,9 @@ class PageCache:
         known = self._served.get(project)
         if known is not None and (self.offline or self._fresh(known)):
             return CacheResult.HIT
-        record = await self.keeper.pages.record(project)
-        has_page = await self.keeper.pages.has_page(project)
+        record, has_page = await asyncio.gather(
+            self.keeper.pages.record(project), self.keeper.pages.has_page(project)
+        )
         if self.offline:
             if not has_page:
                 raise UpstreamNotFound(f"simple/{project}/")

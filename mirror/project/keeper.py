@@ -222,8 +222,15 @@ class ProjectKeeper:
             held = record if record is not None and await self.pages.has_page(project) else None
             conditional = held is not None and held.filters == self.filters_fingerprint
             etag = held.meta.etag if conditional and held else None
-            answer = await self.source.page(project, etag)
             old_page = None
+            if held is None:
+                # Nothing held (a first miss, most likely): whatever page is there is read
+                # while the upstream answers, not after.
+                answer, old_page = await asyncio.gather(
+                    self.source.page(project, etag), self.pages.served_page(project)
+                )
+            else:
+                answer = await self.source.page(project, etag)
         judgement = judge(
             answer.answer,
             page_serial=answer.serial,
@@ -247,7 +254,7 @@ class ProjectKeeper:
             held = held.refreshed(now)
             await self.pages.write_record(project, held)
             return KeepResult(verdict, record=held)
-        if mode is KeepMode.INDEX:
+        if mode is KeepMode.INDEX and held is not None:
             old_page = await self.pages.served_page(project)
         assert answer.page is not None
         # Handed over with their only references: _prepare lets them go once it is done

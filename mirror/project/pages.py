@@ -109,6 +109,10 @@ class PageStore:
         v1_html = layout.simple_page(project, layout.PAGE_V1_HTML)
         json = layout.simple_page(project, layout.PAGE_V1_JSON)
         gz = layout.GZIP_SUFFIX
+        if not large:
+            await self._write_small_page(page, json, html, v1_html)
+            self._changed(project)
+            return
         staged: list[AtomicWriter] = []
         unpacked: list[str] = []  # renderings too small for a gzip sibling
         try:
@@ -139,6 +143,28 @@ class PageStore:
             links.append(self.storage.link(html + gz, v1_html + gz))
         await asyncio.gather(*links)
         self._changed(project)
+
+    async def _write_small_page(
+        self, page: ProjectPage, json: str, html: str, v1_html: str
+    ) -> None:
+        """``write_page`` of a page rendered at once: every form in one storage step (a
+        page miss waits on it)."""
+        gz = layout.GZIP_SUFFIX
+        files: list[tuple[str, bytes]] = []
+        deletes: list[str] = []
+        for rel, render in ((json, render_project_json_pieces), (html, render_project_html_pieces)):
+            pieces, packed = _render_form(render, page)
+            files.append((rel, b"".join(pieces)))
+            if packed is None:
+                deletes.append(rel + gz)
+            else:
+                files.append((rel + gz, packed))
+        links = [(html, v1_html)]
+        if html + gz in deletes:
+            deletes.append(v1_html + gz)
+        else:
+            links.append((html + gz, v1_html + gz))
+        await self.storage.write_set(files, links=links, deletes=deletes)
 
     # -- the record -----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ What every backend gives:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +134,13 @@ class Storage(Protocol):
     async def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
         """The whole file (StorageError when over ``limit``), or None when missing."""
 
+    async def read_with_info(
+        self, rel: str, limit: int = READ_LIMIT
+    ) -> tuple[bytes, FileInfo] | None:
+        """The whole file and its ``FileInfo``, of the same version of it (one step: a
+        replace between a ``stat`` and a read cannot pair one's size with the other's
+        bytes); None when missing; StorageError when larger than ``limit``."""
+
     async def read_tail(self, rel: str, size: int) -> bytes | None:
         """The last ``size`` bytes (fewer if the file is shorter), or None when missing."""
 
@@ -143,6 +150,17 @@ class Storage(Protocol):
         """Atomically replace ``rel`` with ``data``. ``durable=False``: bookkeeping that can
         be derived again — after a power loss it may be older, or torn (then it reads as
         unusable and is rebuilt); a reader never sees it half-written."""
+
+    async def write_set(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        links: Sequence[tuple[str, str]] = (),
+        deletes: Sequence[str] = (),
+    ) -> None:
+        """Small files written as one step: every file's bytes are staged (durably) before
+        any is renamed into place — a full store changes nothing — then each ``(src,
+        dest)`` of ``links`` is made as ``link`` does, then ``deletes`` are removed."""
 
     def writer(self, rel: str, *, claim: Claim | None = None) -> AtomicWriter:
         """A write of ``rel``; with ``claim``, processes that ``follow(rel)`` see it."""

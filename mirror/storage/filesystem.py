@@ -25,7 +25,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -182,6 +182,72 @@ def _make_dirs(directory: Path) -> list[Path]:
             directory.mkdir()
         return [*changed, directory.parent]
     return [directory.parent]
+
+
+def _write_durably(temp: Path, data: bytes) -> None:
+    """A new file at ``temp`` holding ``data``, its bytes synced."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_file(source: Path, temp: Path, target: Path) -> list[Path]:
+    """``target`` made to hold what ``source`` holds (a hard link through ``temp``, or a
+    synced copy where links do not work); the directories whose entries changed."""
+    try:
+        os.link(source, temp)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copyfile(source, temp)
+        with temp.open("rb") as handle:
+            os.fsync(handle.fileno())
+    try:
+        return _move_into_place(temp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _delete_file(path: Path, depth: int) -> bool:
+    """Remove ``path`` and the parents it leaves empty, down to ``_KEPT_DEPTH``."""
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    parent = path.parent
+    for _ in range(depth - 1 - _KEPT_DEPTH):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            break
+        parent = parent.parent
+    return True
+
+
+def _read_whole(path: Path, limit: int) -> tuple[bytes | None, os.stat_result] | None:
+    """Up to ``limit + 1`` bytes of the file at ``path`` (None, unread, when its size is
+    over ``limit``) and its stat; None when it is missing or not a regular file. Sized by
+    the file, not the limit: ``read(n)`` allocates n bytes first."""
+    try:
+        with path.open("rb", buffering=0) as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if st.st_size > limit:
+                return None, st
+            first = st.st_size + 1
+            data = _read_up_to(handle, first)
+            if len(data) == first and first <= limit:  # it grew meanwhile
+                data += _read_up_to(handle, limit + 1 - first)
+            return data, st
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
 
 
 def _read_up_to(handle: IO[bytes], count: int) -> bytes:
@@ -554,24 +620,20 @@ class FileSystemStorage:
         return await self.stat(rel) is not None
 
     async def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
+        found = await self.read_with_info(rel, limit)
+        return None if found is None else found[0]
+
+    async def read_with_info(
+        self, rel: str, limit: int = READ_LIMIT
+    ) -> tuple[bytes, FileInfo] | None:
         path = self.file(rel)
-
-        def read() -> bytes | None:
-            try:
-                with path.open("rb", buffering=0) as handle:
-                    # Sized by the file, not the limit: read(n) allocates n bytes first.
-                    first = min(limit, os.fstat(handle.fileno()).st_size) + 1
-                    data = _read_up_to(handle, first)
-                    if len(data) == first and first <= limit:  # it grew meanwhile
-                        data += _read_up_to(handle, limit + 1 - first)
-                    return data
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                return None
-
-        data = await _blocking(read)
-        if data is not None and len(data) > limit:
+        found = await _blocking(_read_whole, path, limit)
+        if found is None:
+            return None
+        data, st = found
+        if data is None or len(data) > limit:
             raise StorageError(f"{rel} is larger than {limit} bytes")
-        return data
+        return data, FileInfo(rel, st.st_size, st.st_mtime, st.st_atime, st.st_mtime_ns)
 
     async def read_tail(self, rel: str, size: int) -> bytes | None:
         path = self.file(rel)
@@ -623,19 +685,7 @@ class FileSystemStorage:
         deferred = self._deferred()
 
         def link() -> list[Path]:
-            try:
-                os.link(source, temp)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-                shutil.copyfile(source, temp)
-                with temp.open("rb") as handle:
-                    os.fsync(handle.fileno())
-            try:
-                changed = _move_into_place(temp, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+            changed = _link_file(source, temp, target)
             if not deferred:
                 _sync_dirs(changed)
             return changed
@@ -644,25 +694,49 @@ class FileSystemStorage:
         if deferred:
             self.dirtied(changed)
 
+    async def write_set(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        links: Sequence[tuple[str, str]] = (),
+        deletes: Sequence[str] = (),
+    ) -> None:
+        """One executor hop for the lot (a page's four forms, say), not one per step."""
+        deferred = self._deferred()
+        staged = [
+            (self.temp_path(self.file(rel).name), self.file(rel), data) for rel, data in files
+        ]
+        linked = [(self.file(src), self.file(dest)) for src, dest in links]
+        linked_temps = [self.temp_path(target.name) for _, target in linked]
+        removed = [(self.file(rel), len(check_rel(rel))) for rel in deletes]
+
+        def write() -> list[Path]:
+            changed: list[Path] = []
+            try:
+                for temp, _dest, data in staged:
+                    _write_durably(temp, data)
+                for temp, dest, _data in staged:
+                    changed += _move_into_place(temp, dest)
+            finally:
+                for temp, _dest, _data in staged:  # those not renamed (a failure)
+                    with contextlib.suppress(FileNotFoundError):
+                        temp.unlink()
+            for (source, target), temp in zip(linked, linked_temps, strict=True):
+                changed += _link_file(source, temp, target)
+            for path, depth in removed:
+                _delete_file(path, depth)
+            if not deferred:
+                _sync_dirs(changed)
+            return changed
+
+        changed = await _blocking(write)
+        if deferred:
+            self.dirtied(changed)
+
     async def delete(self, rel: str) -> bool:
         path = self.file(rel)
         depth = len(check_rel(rel))
-
-        def delete() -> bool:
-            try:
-                os.unlink(path)
-            except (FileNotFoundError, NotADirectoryError):
-                return False
-            parent = path.parent
-            for _ in range(depth - 1 - _KEPT_DEPTH):
-                try:
-                    os.rmdir(parent)
-                except OSError:
-                    break
-                parent = parent.parent
-            return True
-
-        return await _blocking(delete)
+        return await _blocking(_delete_file, path, depth)
 
     async def delete_tree(self, prefix: str) -> int:
         removed = 0

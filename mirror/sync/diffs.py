@@ -21,7 +21,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
@@ -208,6 +208,11 @@ class RecordingStorage:
     async def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
         return await self.inner.read_bytes(rel, limit)
 
+    async def read_with_info(
+        self, rel: str, limit: int = READ_LIMIT
+    ) -> tuple[bytes, FileInfo] | None:
+        return await self.inner.read_with_info(rel, limit)
+
     async def read_tail(self, rel: str, size: int) -> bytes | None:
         return await self.inner.read_tail(rel, size)
 
@@ -230,6 +235,18 @@ class RecordingStorage:
     async def link(self, src: str, dest: str) -> None:
         await self.inner.link(src, dest)
         self.recorder.note(dest)
+
+    async def write_set(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        links: Sequence[tuple[str, str]] = (),
+        deletes: Sequence[str] = (),
+    ) -> None:
+        present = [rel for rel in deletes if await self.inner.exists(rel)]  # (as delete)
+        await self.inner.write_set(files, links=links, deletes=deletes)
+        for rel in [*(rel for rel, _ in files), *(dest for _, dest in links), *present]:
+            self.recorder.note(rel)
 
     async def delete(self, rel: str) -> bool:
         removed = await self.inner.delete(rel)
