@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.bundle.errors import AlreadyApplied, BundleError, UsageError
-from mirror.bundle.export import ExportOptions, export_bundle
-from mirror.bundle.importer import ImportOptions, import_bundle
 from mirror.bundle.progress import LineProgress
-from mirror.bundle.sign import keygen
 from mirror.bundle.volumes import MIN_VOLUME
 from mirror.config import Config, SyncMode, parse_size
 from mirror.core import layout
@@ -150,7 +147,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
             lock.release()
 
 
+# export, import and keygen import their modules when they run: the parser (with this
+# module) is built for every command, and the import side alone pulls in the keeper.
+
+
 def _keygen(path: Path) -> int:
+    from mirror.bundle.sign import keygen
+
     try:
         key_id = keygen(path)
     except FileExistsError as exc:
@@ -164,6 +167,8 @@ def _keygen(path: Path) -> int:
 
 
 def _export(args: argparse.Namespace, config: Config, storage: Any, progress: LineProgress) -> int:
+    from mirror.bundle.export import ExportOptions, export_bundle
+
     options = ExportOptions(
         output=args.output, since=args.since, everything=args.all, max_size=args.max_size
     )
@@ -192,6 +197,8 @@ def _export(args: argparse.Namespace, config: Config, storage: Any, progress: Li
 
 
 def _import(args: argparse.Namespace, config: Config, storage: Any, progress: LineProgress) -> int:
+    from mirror.bundle.importer import ImportOptions, import_bundle
+
     options = ImportOptions(paths=tuple(args.bundle), allow_unsigned=args.allow_unsigned)
     try:
         result = asyncio.run(import_bundle(config, storage, options, progress))
