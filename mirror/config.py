@@ -356,7 +356,7 @@ def _convert(kind: str, value: object, meta: Mapping[str, Any], from_env: bool) 
         return Path(value).expanduser()
     if kind == "optional_path":  # "" = not set
         if not isinstance(value, str):
-            raise ValueError(f"expected a path or \"\", got {value!r}")
+            raise ValueError(f'expected a path or "", got {value!r}')
         return Path(value).expanduser() if value else None
     if kind == "pathlist":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from mirror.cache.usage import CacheUsage
@@ -21,6 +23,11 @@ from mirror.core import layout
 from mirror.log import get_logger
 from mirror.metrics import Metrics
 from mirror.storage import FileInfo, Storage
+
+#: Seconds within which a file read again is not touched again (at most), and how many
+#: files' last touch is remembered.
+TOUCH_EVERY = 60.0
+TOUCHED_ENTRIES = 100_000
 
 log = get_logger("mirror.eviction")
 
@@ -61,9 +68,28 @@ class Evictor:
         self.usage = usage
         self.interval = interval
         self.on_evict: Callable[[str], None] = lambda _rel: None
+        #: A file read again within this many seconds keeps the access time it has: the
+        #: order eviction needs is no finer than its own interval.
+        self.touch_every = min(TOUCH_EVERY, interval)
+        self._touched: OrderedDict[str, float] = OrderedDict()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         usage.on_added = self._added
+
+    def wants_touch(self, rel: str) -> bool:
+        """Should this read of ``rel`` set its access time (``Storage.touch_access``)?
+        Only where files are evicted, and at most once per ``touch_every`` per file."""
+        if not self.max_size:
+            return False
+        now = time.monotonic()
+        last = self._touched.get(rel)
+        if last is not None and now - last < self.touch_every:
+            return False
+        self._touched[rel] = now
+        self._touched.move_to_end(rel)
+        while len(self._touched) > TOUCHED_ENTRIES:
+            self._touched.popitem(last=False)
+        return True
 
     @property
     def total(self) -> int | None:

@@ -6,6 +6,7 @@ is the ``ProjectKeeper``'s (``project.files``).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, KeysView
 from contextlib import asynccontextmanager
@@ -102,7 +103,10 @@ class FileCache:
     async def locate(self, path: PackagePath) -> Located | None:
         """Which project lists this file, by its filename and the held (or fetched) pages."""
         candidates = project_candidates_from_filename(path.filename)[:MAX_CANDIDATES]
-        held = [p for p in candidates if await self.keeper.pages.has_page(p)]
+        held = [p for p in candidates if self.pages.known_held(p)]
+        if not held:  # none known in memory: ask the store about all of them at once
+            present = await asyncio.gather(*(self.keeper.pages.has_page(p) for p in candidates))
+            held = [p for p, yes in zip(candidates, present, strict=True) if yes]
         # Held pages first; only the likeliest names at all, so that a made-up filename
         # costs at most MAX_CANDIDATES upstream page requests.
         for project in held + [p for p in candidates if p not in held]:

@@ -100,6 +100,10 @@ class PageCache:
         while len(self._served) > SERVED_RECORDS:
             self._served.popitem(last=False)
 
+    def known_held(self, project: str) -> bool:
+        """Is ``project``'s page known (in memory) to be held?"""
+        return project in self._served
+
     async def served_record(self, project: str) -> ProjectRecord | None:
         """The record of a page known to be held (memory first: the hot path of a hit)."""
         record = self._served.get(project)

@@ -507,8 +507,9 @@ class ProjectKeeper:
 
     async def held_file(self, project: str, path: PackagePath) -> MirroredFile | None:
         """The file ``path`` as the project's served page lists it, with its upstream URL."""
-        page = await self.pages.served_page(project)
-        record = await self.pages.record(project)
+        page, record = await asyncio.gather(
+            self.pages.served_page(project), self.pages.record(project)
+        )
         if page is None or record is None:
             return None
         return held_file(page, record, path, signed_files_only=self.signed_files_only)

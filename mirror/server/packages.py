@@ -341,7 +341,7 @@ def _held_response(
 
 def _touched(svc: Services, rel: str) -> None:
     """Record the read for eviction (in the background; only eviction needs it)."""
-    if svc.evictor is None:
+    if svc.evictor is None or not svc.evictor.wants_touch(rel):
         return
     task = asyncio.get_running_loop().create_task(svc.storage.touch_access(rel))
     _background.add(task)
