@@ -83,6 +83,12 @@ async def test_damaged_volumes_are_refused_and_the_intact_set_is_applied(
         damaged.mkdir()
         return [Path(shutil.copy(p, damaged)) for p in parts]
 
+    # Not a bundle at all: a path that does not exist, an empty directory, a stray file.
+    await refused(b, tmp_path / "no-such.tar", match="no such file or directory")
+    (tmp_path / "empty").mkdir()
+    await refused(b, tmp_path / "empty", match="empty directory")
+    (tmp_path / "notes.tar").write_bytes(b"not a tar file at all")
+    await refused(b, tmp_path / "notes.tar", match="not a bundle volume")
     # A flipped byte in the middle of a file's data (the big wheel, volume 2).
     copies = copy()
     flip(copies[1], copies[1].stat().st_size // 2)
