@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mirror.core import layout
 from mirror.storage import open_storage
 from mirror.sync.journal import LastRun, RunResult, SyncState, save_state
 from tests.conftest import MirrorFactory, RunningMirror
@@ -138,3 +139,28 @@ async def test_home_page_in_mirror_mode_shows_the_last_run_and_the_lag(
     run = text_of(page, "last-run")
     assert run.startswith("incomplete: started") and "5 project(s), 7 file(s), 2.5 MB" in run
     assert "&lt;b&gt;stale&lt;/b&gt;" in page and "<b>stale" not in page
+
+
+async def test_home_page_in_cache_mode_shows_the_changelog_lag(
+    tmp_path: Path, upstream: FakePyPI, make_mirror: MirrorFactory
+) -> None:
+    upstream.add_file("lagged", build_wheel(tmp_path, "lagged", "1.0"))
+    upstream.add_file("lagged", build_wheel(tmp_path, "lagged", "1.1"))
+    mirror = await make_mirror({"sync": {"interval": 3600}})  # one round, at start
+    follower = mirror.services.follower
+    assert follower is not None
+    deadline = time.monotonic() + 15
+    while follower.rounds < 1:
+        assert time.monotonic() < deadline, "the follower did not finish a round"
+        await asyncio.sleep(0.05)
+    status, _, body = await mirror.get("/")
+    assert status == 200
+    page = body.decode()
+    serial = follower.upstream_serial
+    assert serial is not None and serial > 0
+    assert text_of(page, "cursor") == str(serial)
+    assert text_of(page, "cache-lag") == f"0 (upstream at {serial} when last asked)"
+    # The cursor behind the upstream (as while a round is due): the page says by how much.
+    (mirror.root / layout.CACHE_CURSOR).write_text(f"{serial - 1}\n")
+    page = (await mirror.get("/"))[2].decode()
+    assert text_of(page, "cache-lag") == f"1 (upstream at {serial} when last asked)"

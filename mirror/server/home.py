@@ -149,7 +149,11 @@ async def _sync(svc: Services, worker: int | None) -> dict[str, object]:
     if config.sync.mode is SyncMode.CACHE:
         cursor = await svc.storage.read_bytes(layout.CACHE_CURSOR, limit=64)
         text = cursor.decode("ascii", "replace").strip() if cursor else ""
-        body["cursor"] = int(text) if text.isdigit() else None
+        body["cursor"] = cursor_serial = int(text) if text.isdigit() else None
+        known = svc.follower.upstream_serial if svc.follower is not None else None
+        if known is not None and cursor_serial is not None:
+            body["upstream_serial"] = known
+            body["lag"] = max(known - cursor_serial, 0)
     follower = svc.follower
     if follower is not None:
         body["follower"] = (

@@ -46,6 +46,8 @@ class ChangelogFollower:
         self.storage = services.storage
         self.changelog = ChangelogClient(services.upstream)
         self.rounds = 0
+        #: The upstream's serial as last read (None before the first round).
+        self.upstream_serial: int | None = None
         #: Why the upstream's changelog cannot be followed ("" while it can).
         self.unavailable = ""
         self._round_done = asyncio.Condition()
@@ -120,6 +122,7 @@ class ChangelogFollower:
             return
         cursor = await self._cursor()
         upstream_serial = await self.changelog.last_serial()
+        self.upstream_serial = upstream_serial
         if self.unavailable:
             log.info("changelog_available", serial=upstream_serial)
             self.unavailable = ""
