@@ -99,12 +99,15 @@ class StorageConfig:
     path: Path = field(default=Path("mirror-data"), metadata=_kind("path"))
 
 
+#: The embedded default upstream: PyPI's Simple API, and the host its files are on.
+PYPI_URL = "https://pypi.org/"
+PYPI_FILE_HOST = "files.pythonhosted.org"
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
-    url: str = field(default="https://pypi.org/", metadata=_kind("url"))
-    file_hosts: tuple[str, ...] = field(
-        default=("files.pythonhosted.org",), metadata=_kind("strlist")
-    )
+    url: str = field(default=PYPI_URL, metadata=_kind("url"))
+    file_hosts: tuple[str, ...] = field(default=(PYPI_FILE_HOST,), metadata=_kind("strlist"))
     timeout: float = field(default=30.0, metadata=_kind("float", minimum=0.1))
     retries: int = field(default=3, metadata=_kind("int", minimum=0, maximum=20))
     max_page_size: int = field(default=128 * 1024**2, metadata=_kind("size"))

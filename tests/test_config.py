@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from mirror.config import Config, SyncMode, TufMode, TufTargets, load_config, parse_size
+from mirror.config import (
+    PYPI_FILE_HOST,
+    PYPI_URL,
+    Config,
+    SyncMode,
+    TufMode,
+    TufTargets,
+    load_config,
+    parse_size,
+)
 from mirror.errors import ConfigError, StorageError
 from mirror.storage import FileSystemStorage
 
@@ -19,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_embedded_defaults_are_a_pull_through_cache_of_pypi() -> None:
     config = load_config(None, env={})
-    assert config.upstream.url == "https://pypi.org/"
-    assert config.upstream.file_hosts == ("files.pythonhosted.org",)
+    assert config.upstream.url == PYPI_URL
+    assert config.upstream.file_hosts == (PYPI_FILE_HOST,)
     assert config.storage.path == Path("mirror-data")
     assert config.serve.listen == "127.0.0.1:8080"
     assert (config.serve.host, config.serve.port) == ("127.0.0.1", 8080)
