@@ -3,9 +3,7 @@ export and import in-process (as the commands do) or through the real CLI."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +81,6 @@ def config_file(path: Path, config: Config) -> Path:
         lines += ["[tuf]", f'mode = "{config.tuf.mode.value}"', f'root = "{config.tuf.root}"']
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-async def cli(*args: str | Path, timeout: float = 120) -> tuple[int, str, str]:
-    """``python -m mirror ARGS``: exit code, stdout, stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirror",
-        *map(str, args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def served_state(root: Path) -> dict[str, bytes]:

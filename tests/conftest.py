@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,24 @@ from mirror.server.middleware import runner_options
 from tests.fakepypi import FakePyPI, running_upstream
 
 configure_logging("debug", "console")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def run_cli(*args: str | Path, timeout: float = 120) -> tuple[int, str, str]:
+    """``python -m mirror ARGS`` in the repository: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirror",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mirror.core import layout
 from tests.bundle_helpers import (
-    cli,
     config_file,
     export,
     journal_path,
@@ -21,6 +20,7 @@ from tests.bundle_helpers import (
     served_state,
     source_config,
 )
+from tests.conftest import run_cli
 from tests.fakepypi import FakePyPI, build_wheel
 from tests.sync_helpers import check_invariants, publish_many, run_sync
 from tests.test_disk_full import fill, small_disk
@@ -92,13 +92,13 @@ async def test_kill_during_import_then_import_again(tmp_path: Path, upstream: Fa
         assert 0 < after < len(projects)
         check_invariants(b.storage.path, allow_unlisted=True)
         # Another bundle is refused until this one is finished.
-        code, _, err = await cli("import", "-c", b_file, second)
+        code, _, err = await run_cli("import", "-c", b_file, second)
         assert code == 1 and "was interrupted" in err, err
-        code, _, err = await cli("import", "-c", b_file, bundle)
+        code, _, err = await run_cli("import", "-c", b_file, bundle)
         assert code == 0, err
         assert "interrupted" in err
         assert not journal.exists()
-        code, _, err = await cli("import", "-c", b_file, second)
+        code, _, err = await run_cli("import", "-c", b_file, second)
         assert code == 0, err
         assert served_state(b.storage.path) == served_state(tmp_path / "a")
         check_invariants(b.storage.path)
@@ -124,13 +124,13 @@ async def test_full_disk_during_import_then_again_once_space_is_freed(
     # Leave room for the small project and the bookkeeping, not for the big wheel.
     with filler.open("r+b") as handle:
         handle.truncate(max(filler.stat().st_size - 1024 * 1024, 0))
-    code, _, err = await cli("import", "-c", b_file, bundle)
+    code, _, err = await run_cli("import", "-c", b_file, bundle)
     assert code == 1, err
     assert "no space left" in err and "run the same import again" in err, err
     assert len(err.strip().splitlines()) == 1, err
     check_invariants(b.storage.path, allow_unlisted=True)
     filler.unlink()
-    code, _, err = await cli("import", "-c", b_file, bundle)
+    code, _, err = await run_cli("import", "-c", b_file, bundle)
     assert code == 0, err
     assert served_state(b.storage.path) == served_state(tmp_path / "a")
     check_invariants(b.storage.path)

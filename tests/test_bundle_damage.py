@@ -18,7 +18,6 @@ from mirror.bundle.volumes import MANIFEST_MEMBER, SIGNATURE_MEMBER, VOLUME_MEMB
 from mirror.config import Config
 from mirror.core import layout
 from tests.bundle_helpers import (
-    cli,
     config_file,
     export,
     import_,
@@ -27,6 +26,7 @@ from tests.bundle_helpers import (
     served_state,
     source_config,
 )
+from tests.conftest import run_cli
 from tests.fakepypi import FakePyPI, build_wheel
 from tests.sync_helpers import check_invariants, publish, run_sync
 
@@ -164,7 +164,7 @@ async def test_signatures_decide_what_is_accepted(tmp_path: Path, upstream: Fake
     result = await import_(nobody, unsigned, allow_unsigned=True)
     assert result.signed_by is None and result.projects == 3
 
-    code, _, err = await cli("import", "-c", config_file(tmp_path / "s.toml", b), edited)
+    code, _, err = await run_cli("import", "-c", config_file(tmp_path / "s.toml", b), edited)
     assert code == 1 and err.startswith("pypi-mirror: import refused:"), err
     assert len(err.strip().splitlines()) == 1, err
 

@@ -15,7 +15,6 @@ from mirror.bundle.errors import AlreadyApplied, BundleError
 from mirror.core import layout
 from tests.bundle_helpers import (
     bundle_paths,
-    cli,
     config_file,
     export,
     import_,
@@ -24,7 +23,7 @@ from tests.bundle_helpers import (
     served_state,
     source_config,
 )
-from tests.conftest import MirrorFactory
+from tests.conftest import MirrorFactory, run_cli
 from tests.fakepypi import FakePyPI, build_wheel
 from tests.sync_helpers import check_invariants, filenames, publish, run_sync
 from tests.tufrepo.support import pip_install, uv_install
@@ -38,14 +37,14 @@ async def test_export_import_then_pip_and_uv_install_offline(
     a = source_config(upstream, tmp_path / "a", key)
     assert (await run_sync(a)).ok
     a_file = config_file(tmp_path / "a.toml", a)
-    code, _, err = await cli("export", "-c", a_file, tmp_path / "bundle.tar")
+    code, _, err = await run_cli("export", "-c", a_file, tmp_path / "bundle.tar")
     assert code == 0, err
     assert "signed" in err and "UNSIGNED" not in err
     await upstream.stop()
 
     b = offline_config(tmp_path / "b", [pub])
     b_file = config_file(tmp_path / "b.toml", b)
-    code, _, err = await cli("import", "-c", b_file, tmp_path / "bundle.tar")
+    code, _, err = await run_cli("import", "-c", b_file, tmp_path / "bundle.tar")
     assert code == 0, err
     assert "imported bundle" in err
     assert served_state(tmp_path / "b") == served_state(tmp_path / "a")
@@ -131,29 +130,29 @@ async def test_cli_exit_codes_for_applied_twice_and_a_gap(
     await export(a, tmp_path / "two.tar")
     b_file = config_file(tmp_path / "b.toml", offline_config(tmp_path / "b", [pub]))
 
-    code, _, err = await cli("import", "-c", b_file, tmp_path / "two.tar")
+    code, _, err = await run_cli("import", "-c", b_file, tmp_path / "two.tar")
     assert code == 1 and "gap" in err and len(err.strip().splitlines()) == 1, err
-    code, _, err = await cli("import", "-c", b_file, tmp_path / "one.tar")
+    code, _, err = await run_cli("import", "-c", b_file, tmp_path / "one.tar")
     assert code == 0, err
-    code, _, err = await cli("import", "-c", b_file, tmp_path / "one.tar")
+    code, _, err = await run_cli("import", "-c", b_file, tmp_path / "one.tar")
     assert code == 0 and "applied already" in err, err
-    code, _, err = await cli("import", "-c", b_file, tmp_path / "missing.tar")
+    code, _, err = await run_cli("import", "-c", b_file, tmp_path / "missing.tar")
     assert code == 1 and "no such file" in err, err
     (tmp_path / "empty").mkdir()
-    code, _, err = await cli("import", "-c", b_file, tmp_path / "empty")
+    code, _, err = await run_cli("import", "-c", b_file, tmp_path / "empty")
     assert code == 1 and "no bundle" in err, err
-    code, _, err = await cli("export", "-c", b_file, "--since", "1", "--all", tmp_path / "x")
+    code, _, err = await run_cli("export", "-c", b_file, "--since", "1", "--all", tmp_path / "x")
     assert code == 2, err
 
 
 async def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(
     tmp_path: Path,
 ) -> None:
-    code, _, err = await cli("keygen", tmp_path / "k")
+    code, _, err = await run_cli("keygen", tmp_path / "k")
     assert code == 0, err
     assert stat.S_IMODE(os.stat(tmp_path / "k").st_mode) == 0o600
     assert b"PUBLIC KEY" in (tmp_path / "k.pub").read_bytes()
     before = (tmp_path / "k").read_bytes()
-    code, _, err = await cli("keygen", tmp_path / "k")
+    code, _, err = await run_cli("keygen", tmp_path / "k")
     assert code == 2 and "exists" in err
     assert (tmp_path / "k").read_bytes() == before

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import run_cli
 from tests.fakepypi import FakePyPI, build_wheel
 from tests.sync_helpers import (
     RequestTrigger,
@@ -50,37 +51,22 @@ async def start(
         )
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirror",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_sync_exits_zero_and_status_reports_the_mirror(
     tmp_path: Path, upstream: FakePyPI
 ) -> None:
     publish(tmp_path, upstream)
     root = tmp_path / "m"
     config = write_config(tmp_path, upstream, root)
-    code, _out, err = await cli("sync", "-c", str(config))
+    code, _out, err = await run_cli("sync", "-c", str(config))
     assert code == 0, err
-    code, out, err = await cli("-c", str(config), "status", "--json")
+    code, out, err = await run_cli("-c", str(config), "status", "--json")
     assert code == 0, err
     status = json.loads(out)
     assert status["serial"] == upstream.serial == status["upstream_serial"]
     assert status["lag"] == 0
     assert status["projects"] == 2 and status["files"] == 4 and status["bytes"] > 0
     assert status["last_run"]["result"] == "ok" and status["running"] is False
-    code, out, _ = await cli("status", "-c", str(config))
+    code, out, _ = await run_cli("status", "-c", str(config))
     assert code == 0
     assert f"serial      {upstream.serial} (upstream {upstream.serial}, lag 0)" in out
     assert "projects    2" in out and "last run    ok (full)" in out
@@ -92,15 +78,15 @@ async def test_sync_that_cannot_reach_the_upstream_serial_exits_non_zero_with_on
     publish(tmp_path, upstream)
     root = tmp_path / "m"
     config = write_config(tmp_path, upstream, root, stale_retries=0)
-    assert (await cli("sync", "-c", str(config)))[0] == 0
+    assert (await run_cli("sync", "-c", str(config)))[0] == 0
     upstream.add_file("tool", build_wheel(tmp_path / "dist", "tool", "0.2"))
     upstream.lagging_serial = 2
-    code, _out, err = await cli("sync", "-c", str(config))
+    code, _out, err = await run_cli("sync", "-c", str(config))
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pypi-mirror: sync incomplete: ")
     assert "tool" in lines[0] and "run sync again later" in lines[0]
-    code, out, _ = await cli("status", "--json", "-c", str(config))
+    code, out, _ = await run_cli("status", "--json", "-c", str(config))
     status = json.loads(out)
     assert status["lag"] > 0 and status["deferred"] == 1
     assert status["last_run"]["result"] == "incomplete"
@@ -111,12 +97,12 @@ async def test_bad_filter_and_unreachable_upstream_are_one_line_errors(
 ) -> None:
     root = tmp_path / "m"
     config = write_config(tmp_path, upstream, root, allow=["not a name !"])
-    code, _out, err = await cli("sync", "-c", str(config))
+    code, _out, err = await run_cli("sync", "-c", str(config))
     assert code == 2
     assert "allow" in err and "not a name !" in err and str(config) in err
     upstream.outage = 503
     config = write_config(tmp_path, upstream, root)
-    code, _out, err = await cli("sync", "-c", str(config))
+    code, _out, err = await run_cli("sync", "-c", str(config))
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("pypi-mirror: sync failed: ")
     assert "503" in err
@@ -135,7 +121,7 @@ async def test_a_second_sync_exits_at_once_with_the_lock_message(
     try:
         await asyncio.wait_for(trigger.event.wait(), 30)  # the first one is mid-way
         started = time.monotonic()
-        code, _out, err = await cli("sync", "-c", str(config))
+        code, _out, err = await run_cli("sync", "-c", str(config))
         assert time.monotonic() - started < 10
         assert code == 3
         assert "another sync is running on this mirror" in err and str(root) in err
@@ -189,7 +175,7 @@ async def test_kill_9_mid_sync_then_resume_gives_the_same_tree_as_a_clean_sync(
         # what a killed run leaves visible is verified and complete
         check_invariants(root, allow_unlisted=True)
     upstream.delay = 0
-    code, out, err = await cli("sync", "-c", str(config))
+    code, out, err = await run_cli("sync", "-c", str(config))
     assert code == 0, err
     assert '"event": "sync_resuming"' in out
     clean = tmp_path / "clean"
@@ -211,7 +197,7 @@ async def test_a_storage_failure_is_one_line_not_a_traceback(
     obstacle.parent.mkdir(parents=True)
     obstacle.write_bytes(b"a file where a directory must go")
     config = write_config(tmp_path, upstream, root)
-    code, _, err = await cli("sync", "-c", str(config))
+    code, _, err = await run_cli("sync", "-c", str(config))
     assert code == 1
     assert "Traceback" not in err and "ExceptionGroup" not in err
     assert err.strip().count("\n") == 0 and "Not a directory" in err

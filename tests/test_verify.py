@@ -18,29 +18,15 @@ import pytest
 
 from mirror.core import layout
 from mirror.storage import open_storage
+from tests.conftest import run_cli
 from tests.fakepypi import FakePyPI
 from tests.sync_helpers import check_invariants, config_toml, page, publish, run_sync, sync_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirror",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def verify(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    code, out, err = await cli("verify", "-c", str(config), "--json", *extra)
+    code, out, err = await run_cli("verify", "-c", str(config), "--json", *extra)
     assert code in (0, 1), err
     report: dict[str, Any] = json.loads(out)
     return code, report
@@ -132,7 +118,7 @@ async def test_a_clean_store_exits_zero(tmp_path: Path, upstream: FakePyPI) -> N
     assert report["pages"] == 2 and report["json_answers"] == 2
     # Four distribution files and three wheels' .metadata, every one hashed.
     assert report["files"] == report["hashed"] == 7
-    code, out, err = await cli("verify", "-c", str(config))
+    code, out, err = await run_cli("verify", "-c", str(config))
     assert code == 0, err
     assert "no problems found" in out
 
@@ -153,7 +139,7 @@ async def test_verify_finds_each_kind_of_damage(tmp_path: Path, upstream: FakePy
     # Nothing was changed by looking.
     assert not (root / damage.missing).exists()
     assert (root / damage.temp).exists() and (root / damage.unreferenced).exists()
-    code, out, _err = await cli("verify", "-c", str(config))
+    code, out, _err = await run_cli("verify", "-c", str(config))
     assert code == 1
     assert "1 files missing (listed by a page, absent):" in out
     assert damage.corrupt in out and damage.temp in out
@@ -250,7 +236,7 @@ async def test_verify_is_refused_while_a_sync_holds_the_lock(
     lock = open_storage(sync_config(upstream, root).storage).lock(layout.SYNC_LOCK)
     lock.acquire()
     try:
-        code, out, err = await cli("verify", "-c", str(config), "--repair")
+        code, out, err = await run_cli("verify", "-c", str(config), "--repair")
     finally:
         lock.release()
     assert code == 3
@@ -261,7 +247,7 @@ async def test_verify_is_refused_while_a_sync_holds_the_lock(
 async def test_verify_of_a_path_without_a_store_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "mirror.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "nothing"}"\n')
-    code, out, err = await cli("verify", "-c", str(config))
+    code, out, err = await run_cli("verify", "-c", str(config))
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1 and "no mirror at" in err
