@@ -523,7 +523,9 @@ class FileSystemStorage:
         try:
             for area in (layout.WEB, layout.STATE, layout.TMP):
                 (root / area).mkdir(parents=True, exist_ok=True)
-            probe = root / layout.TMP / f"probe-{secrets.token_hex(4)}"
+            # Named as temp files are (led by the PID): another process starting on the
+            # same store at once sweeps only dead processes' temp files.
+            probe = root / layout.TMP / f"{os.getpid()}.probe-{secrets.token_hex(4)}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
