@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -120,7 +121,7 @@ class Metrics:
         if directory:
             patterns = [f"{prefix}*.db" for prefix in file_prefixes] or ["*.db"]
             files = sorted({f for p in patterns for f in glob.glob(os.path.join(directory, p))})
-            collected: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+            collected: Iterable[Metric] = merge_files(files)
         else:
             collected = self.registry.collect()
         out: dict[str, float] = {}
@@ -133,9 +134,42 @@ class Metrics:
         """The text format of every metric, of all workers when there are several."""
         if os.environ.get(MULTIPROC_DIR_ENV):
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(_AllWorkers(os.environ[MULTIPROC_DIR_ENV]))
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+#: Bytes a metrics file has once its header is written (prometheus-client's mmap format).
+_HEADER = 8
+
+
+def merge_files(files: list[str]) -> list[Metric]:
+    """The workers' metrics files summed, as prometheus-client's ``MultiProcessCollector``
+    does — leaving out a file a worker is creating this instant (still empty) or one
+    removed since it was listed (a worker that stopped), which would make it raise."""
+    for _ in range(2):
+        try:
+            return list(multiprocess.MultiProcessCollector.merge(files))  # type: ignore[no-untyped-call]
+        except (struct.error, FileNotFoundError):
+            files = [f for f in files if _readable(f)]
+    return list(multiprocess.MultiProcessCollector.merge(files))  # type: ignore[no-untyped-call]
+
+
+def _readable(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= _HEADER
+    except OSError:
+        return False
+
+
+class _AllWorkers:
+    """A collector of every worker's metrics files in ``directory``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        return merge_files(glob.glob(os.path.join(self.directory, "*.db")))
 
 
 def sample_key(name: str, labels: dict[str, str] | None = None) -> str:
