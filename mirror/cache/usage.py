@@ -20,13 +20,15 @@ finished (``pypi_mirror_cache_measured_timestamp_seconds`` is 0), the total is u
 ``/health`` says ``null``, ``/metrics`` shows only what was changed since start-up.
 
 What this does not see until the next walk (the next start, or eviction pass): changes
-made during a walk to the part already walked, a file downloaded twice by two processes
+made during a walk on a store that takes over ``REWALK_WITHIN`` to walk (on a smaller one
+a walk that overlapped changes is done again), a file downloaded twice by two processes
 that could not share the download, and what a separate ``pypi-mirror sync`` process
 (cron, beside ``serve``) stores or removes — ``pypi-mirror status`` counts from the tree.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -41,6 +43,10 @@ log = get_logger("mirror.usage")
 
 #: How long a read of the other workers' shares is reused (``current``).
 SHARES_TTL = 1.0
+#: A walk that overlapped changes is done again (after ``REWALK_PAUSE`` seconds) while
+#: the walks so far took at most this long (seconds).
+REWALK_WITHIN = 10.0
+REWALK_PAUSE = 0.1
 
 BYTES = sample_key("pypi_mirror_cache_bytes")
 FILES = sample_key("pypi_mirror_cache_files")
@@ -64,6 +70,7 @@ class CacheUsage:
         self.on_added: Callable[[], None] = lambda: None
         self._bytes = 0  # this process's share
         self._files = 0
+        self._changes = 0  # changes this process reported (a walk overlapping one is redone)
         self._measured = 0.0
         self._read: tuple[float, Usage | None] | None = None
         self._shared = bool(os.environ.get(MULTIPROC_DIR_ENV))
@@ -80,6 +87,7 @@ class CacheUsage:
         self._change(-size, 0 if rel.endswith(layout.METADATA_SUFFIX) else -1)
 
     def _change(self, size: int, files: int) -> None:
+        self._changes += 1
         self._bytes += size
         self._files += files
         self.metrics.cache_bytes.set(self._bytes)
@@ -92,23 +100,29 @@ class CacheUsage:
     # -- the walk -----------------------------------------------------------------------
 
     async def measure(self) -> Usage:
-        """Walk ``web/packages`` and make the total what the walk found."""
+        """Walk ``web/packages`` and make the total what the walk found.
+
+        A change made during a walk may or may not be in what it found (it depends on
+        where in the tree it lands), so a walk that overlapped changes, in any process,
+        is done again — while the walks took ``REWALK_WITHIN`` at most: on a store where
+        one walk takes longer, the last is kept and the next eviction pass corrects it."""
         started = self.clock()
-        walked_bytes = 0
-        walked_files = 0
-        async for info in self.storage.iter_files(layout.WEB_PACKAGES):
-            walked_bytes += info.size
-            if not info.rel.endswith(layout.METADATA_SUFFIX):
-                walked_files += 1
-        others = self._others()
-        self._bytes = walked_bytes - others.bytes
-        self._files = walked_files - others.files
+        while True:
+            others_before, own_before = self._others(), self._changes
+            found = await self._walk()
+            others = self._others()
+            overlapped = others != others_before or self._changes != own_before
+            if not overlapped or self.clock() - started > REWALK_WITHIN:
+                break
+            log.debug("cache_measure_repeated")
+            await asyncio.sleep(REWALK_PAUSE)  # let a burst of downloads pass
+        self._bytes = found.bytes - others.bytes
+        self._files = found.files - others.files
         self._measured = time.time()
         self.metrics.cache_bytes.set(self._bytes)
         self.metrics.cache_files.set(self._files)
         self.metrics.cache_measured.set(self._measured)
         self._read = None
-        found = Usage(walked_bytes, walked_files)
         log.debug(
             "cache_measured",
             bytes=found.bytes,
@@ -116,6 +130,15 @@ class CacheUsage:
             seconds=round(self.clock() - started, 3),
         )
         return found
+
+    async def _walk(self) -> Usage:
+        walked_bytes = 0
+        walked_files = 0
+        async for info in self.storage.iter_files(layout.WEB_PACKAGES):
+            walked_bytes += info.size
+            if not info.rel.endswith(layout.METADATA_SUFFIX):
+                walked_files += 1
+        return Usage(walked_bytes, walked_files)
 
     # -- what readers ask ---------------------------------------------------------------
 
